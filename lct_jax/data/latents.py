@@ -1,0 +1,87 @@
+"""An encoded latent dataset on disk: shards, manifest, normalisation statistics.
+
+Layout of a latent directory:
+  shard-00000-of-00016.tfrecord ...   the latents (see `tfrecord.py`)
+  manifest.json                        count, shape, dtype, scale_factor, autoencoder, source, shards
+  stats.npz                            per-element mean / std of latent / scale_factor (spec §2.3)
+
+`LatentDataset` indexes the shards once (headers only) and then reads any
+example by its dataset index, so each process reads exactly the records of
+its share of each global batch.
+"""
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import threading
+
+import numpy as np
+
+from lct_jax.data import tfrecord
+
+MANIFEST = 'manifest.json'
+STATS = 'stats.npz'
+
+
+def shard_name(i: int, n: int) -> str:
+    return f'shard-{i:05d}-of-{n:05d}.tfrecord'
+
+
+def read_manifest(latent_dir: str) -> dict:
+    path = os.path.join(latent_dir, MANIFEST)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'no {MANIFEST} in {latent_dir}: encode the dataset first '
+                                f'(python -m lct_jax.main --mode=encode ...)')
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_stats(latent_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(os.path.join(latent_dir, STATS)) as f:
+        return f['mean'].astype(np.float32), f['std'].astype(np.float32)
+
+
+class LatentDataset:
+    """Random access to the examples of a latent directory, by dataset index."""
+
+    def __init__(self, latent_dir: str):
+        self.dir = latent_dir
+        self.manifest = read_manifest(latent_dir)
+        self.shape = tuple(self.manifest['shape'])
+        self.paths = [os.path.join(latent_dir, s) for s in self.manifest['shards']]
+        self._records = [tfrecord.index_records(p) for p in self.paths]
+        self._starts = np.cumsum([0] + [len(r) for r in self._records]).tolist()
+        if self._starts[-1] != self.manifest['count']:
+            raise ValueError(f'{latent_dir}: the shards hold {self._starts[-1]} examples but '
+                             f'{MANIFEST} says {self.manifest["count"]}')
+        self._local = threading.local()
+
+    def __len__(self) -> int:
+        return self._starts[-1]
+
+    def _file(self, shard: int):
+        files = getattr(self._local, 'files', None)
+        if files is None:
+            files = self._local.files = {}
+        if shard not in files:
+            files[shard] = open(self.paths[shard], 'rb')
+        return files[shard]
+
+    def read(self, index: int) -> np.ndarray:
+        """Example `index` (position in the shards = index in the source dataset)."""
+        shard = bisect.bisect_right(self._starts, index) - 1
+        rec = index - self._starts[shard]
+        offset, length = self._records[shard][rec]
+        payload = tfrecord.read_record(self._file(shard), self.paths[shard], rec, offset, length)
+        latent, stored_index = tfrecord.decode_latent(payload)
+        if latent.shape != self.shape:
+            raise ValueError(f'{self.paths[shard]} record {rec}: shape {latent.shape}, '
+                             f'manifest says {self.shape}')
+        if stored_index != index:
+            raise ValueError(f'{self.paths[shard]} record {rec}: holds example {stored_index}, '
+                             f'expected {index}')
+        return latent
+
+    def read_batch(self, indices) -> np.ndarray:
+        return np.stack([self.read(int(i)) for i in indices])

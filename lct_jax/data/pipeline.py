@@ -1,0 +1,90 @@
+"""The per-host input pipeline: deterministic, layout-independent, prefetched.
+
+The global batch of step k is a pure function of (seed, k, dataset size):
+epoch e = k // steps_per_epoch uses the permutation `epoch_order(seed, e, n)`
+(drop_last, as the authors' DistributedSampler), and batch k takes the next
+`batch_size` indices of it. Each process reads only the rows of that batch
+that its devices hold, so the data do not depend on the number of processes
+or devices, and a resumed run sees the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import collections
+
+import numpy as np
+
+from lct_jax.data.latents import LatentDataset, read_stats
+
+
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
+    """Dataset indices of the global batch of `step`."""
+    steps_per_epoch = n // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f'batch_size {batch_size} exceeds the dataset size {n}')
+    epoch, pos = divmod(step, steps_per_epoch)
+    return epoch_order(seed, epoch, n)[pos * batch_size:(pos + 1) * batch_size]
+
+
+class Normalizer:
+    """x = (latent / scale_factor - mean) / std * sigma_data, and back (spec §2.3)."""
+
+    def __init__(self, mean, std, scale_factor: float, sigma_data: float = 0.5, enabled: bool = True):
+        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        self.scale_factor, self.sigma_data, self.enabled = scale_factor, sigma_data, enabled
+
+    @classmethod
+    def from_dir(cls, latent_dir, scale_factor, sigma_data=0.5, enabled=True):
+        mean, std = read_stats(latent_dir)
+        return cls(mean, std, scale_factor, sigma_data, enabled)
+
+    def normalize(self, latents):
+        if not self.enabled:
+            return latents
+        return (latents / self.scale_factor - self.mean) / self.std * self.sigma_data
+
+    def denormalize(self, x):
+        """To the autoencoder's unscaled latent space (what `decode` takes)."""
+        if not self.enabled:
+            return x / self.scale_factor
+        return x * self.std / self.sigma_data + self.mean
+
+
+class InputPipeline:
+    """Iterates this process's rows of the global batches from `start_step` on.
+
+    Reading runs ahead in a thread pool (`prefetch` batches), so the
+    accelerator never waits on the disk in steady state.
+    """
+
+    def __init__(self, dataset: LatentDataset, normalizer: Normalizer, batch_size: int, seed: int,
+                 rows: slice, start_step: int = 0, prefetch: int = 4, workers: int = 4):
+        self.dataset, self.normalizer = dataset, normalizer
+        self.batch_size, self.seed, self.rows = batch_size, seed, rows
+        self.step = start_step
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers)
+        self._queue: collections.deque = collections.deque()
+        self._prefetch = prefetch
+        self._next_submit = start_step
+
+    def local_batch(self, step: int) -> np.ndarray:
+        idx = batch_indices(step, self.batch_size, len(self.dataset), self.seed)[self.rows]
+        return self.normalizer.normalize(self.dataset.read_batch(idx)).astype(np.float32)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        while len(self._queue) < self._prefetch:
+            self._queue.append(self._pool.submit(self.local_batch, self._next_submit))
+            self._next_submit += 1
+        batch = self._queue.popleft().result()  # re-raises a reader error (file, record) here
+        self.step += 1
+        return batch
+
+    def close(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)

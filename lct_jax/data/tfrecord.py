@@ -1,0 +1,128 @@
+"""TFRecord files without TensorFlow: framing, random access, and the latent Example.
+
+Framing (what tf.data reads): uint64 length, uint32 masked crc32c of the
+length, the payload, uint32 masked crc32c of the payload; all little-endian.
+We write and check it ourselves (a few lines) so that every error names the
+file and the record, and so a dataset can be indexed once and then read at
+random offsets. The payload is a `tf.train.Example` (proto classes from the
+`tfrecord` package) with features:
+  latent  bytes_list: the float32 array, C-order, raw bytes
+  shape   int64_list: its shape (H, W, C)
+  index   int64_list: the example's index in the source dataset
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+import crc32c
+import numpy as np
+from tfrecord import example_pb2
+
+_MASK_DELTA = 0xA282EAD8
+
+
+class CorruptRecordError(IOError):
+    """A TFRecord file is truncated or fails its checksum; names the file and the record."""
+
+    def __init__(self, path: str, record: int, offset: int, reason: str):
+        super().__init__(f'corrupt TFRecord {path}: record {record} at byte {offset}: {reason}')
+        self.path, self.record, self.offset = path, record, offset
+
+
+def masked_crc(data: bytes) -> int:
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame(payload: bytes) -> bytes:
+    header = struct.pack('<Q', len(payload))
+    return header + struct.pack('<I', masked_crc(header)) + payload + struct.pack('<I', masked_crc(payload))
+
+
+class TFRecordWriter:
+    """Writes `path` atomically: records go to `path.partial`, renamed on close."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._f = open(path + '.partial', 'wb')
+
+    def write(self, payload: bytes) -> None:
+        self._f.write(frame(payload))
+
+    def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self.path + '.partial', self.path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:  # leave no half-written shard behind under the final name
+            self._f.close()
+            os.remove(self.path + '.partial')
+
+
+def index_records(path: str) -> list[tuple[int, int]]:
+    """(payload offset, payload length) of every record, checking each header.
+
+    Reads only the 12-byte headers (plus one seek per record); payload crcs
+    are checked when a record is read.
+    """
+    size = os.path.getsize(path)
+    out, offset = [], 0
+    with open(path, 'rb') as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(12)
+            if len(header) < 12:
+                raise CorruptRecordError(path, len(out), offset, 'truncated header')
+            (length,), (crc,) = struct.unpack('<Q', header[:8]), struct.unpack('<I', header[8:])
+            if masked_crc(header[:8]) != crc:
+                raise CorruptRecordError(path, len(out), offset, 'length checksum mismatch')
+            if offset + 12 + length + 4 > size:
+                raise CorruptRecordError(path, len(out), offset,
+                                         f'truncated payload ({length} bytes announced)')
+            out.append((offset + 12, length))
+            offset += 12 + length + 4
+    return out
+
+
+def read_record(f, path: str, record: int, offset: int, length: int) -> bytes:
+    """The payload at `offset` of the open file `f`, its checksum verified."""
+    f.seek(offset)
+    data = f.read(length + 4)
+    if len(data) != length + 4:
+        raise CorruptRecordError(path, record, offset - 12, 'truncated payload')
+    payload, (crc,) = data[:length], struct.unpack('<I', data[length:])
+    if masked_crc(payload) != crc:
+        raise CorruptRecordError(path, record, offset - 12, 'payload checksum mismatch')
+    return payload
+
+
+def read_all(path: str) -> list[bytes]:
+    with open(path, 'rb') as f:
+        return [read_record(f, path, i, o, n) for i, (o, n) in enumerate(index_records(path))]
+
+
+def encode_latent(latent: np.ndarray, index: int) -> bytes:
+    latent = np.ascontiguousarray(latent, dtype=np.float32)
+    ex = example_pb2.Example()
+    feat = ex.features.feature
+    feat['latent'].bytes_list.value.append(latent.tobytes())
+    feat['shape'].int64_list.value.extend(latent.shape)
+    feat['index'].int64_list.value.append(int(index))
+    return ex.SerializeToString()
+
+
+def decode_latent(payload: bytes) -> tuple[np.ndarray, int]:
+    ex = example_pb2.Example()
+    ex.ParseFromString(payload)
+    feat = ex.features.feature
+    shape = tuple(feat['shape'].int64_list.value)
+    latent = np.frombuffer(feat['latent'].bytes_list.value[0], np.float32).reshape(shape)
+    return latent, int(feat['index'].int64_list.value[0])

@@ -1,0 +1,78 @@
+"""Mesh, shardings and multi-host set-up: SPMD data parallelism with jit.
+
+One `Mesh` with a single 'data' axis over every device of every process; the
+batch is sharded along it, the train state replicated. On TPU pods and SLURM
+`jax.distributed.initialize()` finds its peers itself; elsewhere the
+coordinator address, process count and id are given (CPU uses gloo).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, timeout_s: int = 120) -> None:
+    """Start JAX's multi-controller runtime if this is (or may be) a multi-process run."""
+    if coordinator_address or num_processes:
+        if jax.default_backend() == 'cpu' or jax.config.jax_platforms == 'cpu':
+            jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+        jax.distributed.initialize(coordinator_address=coordinator_address,
+                                   num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=timeout_s)
+    else:
+        try:  # Cloud TPU pods and SLURM: JAX detects the cluster itself.
+            from jax._src.clusters import ClusterEnv
+            if any(env.is_env_present() for env in ClusterEnv._cluster_types
+                   if env.__name__ not in ('SingleProcess',)):
+                jax.distributed.initialize()
+        except (ImportError, AttributeError, RuntimeError, ValueError):
+            pass
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (Auto axis type, so plain data parallelism just works)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh: Mesh) -> None:
+    n = mesh.devices.size
+    if global_batch % n or global_batch % jax.process_count():
+        raise ValueError(f'batch_size={global_batch} must be divisible by the device count {n} '
+                         f'and the process count {jax.process_count()}')
+
+
+def process_batch_slice(global_batch: int, mesh: Mesh) -> slice:
+    """The contiguous rows of the global batch that this process's devices hold."""
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
+    starts = [idx[0].start or 0 for idx in index_map.values()]
+    stops = [global_batch if idx[0].stop is None else idx[0].stop for idx in index_map.values()]
+    lo, hi = min(starts), max(stops)
+    if hi - lo != global_batch // jax.process_count():
+        raise ValueError('this process\'s devices do not hold a contiguous block of the batch')
+    return slice(lo, hi)
+
+
+def global_batch_from_local(local: np.ndarray, mesh: Mesh) -> jax.Array:
+    """Assemble a global batch, sharded on 'data', from each process's rows."""
+    return jax.make_array_from_process_local_data(batch_sharding(mesh), local)
+
+
+def replicate(tree, mesh: Mesh):
+    """Place a host pytree on every device of the mesh (identical on every process)."""
+    sharding = replicated(mesh)
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx: np.asarray(a)[idx]), tree)
