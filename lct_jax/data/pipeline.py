@@ -14,7 +14,7 @@ import collections
 
 import numpy as np
 
-from lct_jax.data.latents import LatentDataset, read_stats
+from lct_jax.data.latents import LatentDataset, read_manifest, read_stats
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -30,27 +30,45 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> np.ndarray:
     return epoch_order(seed, epoch, n)[pos * batch_size:(pos + 1) * batch_size]
 
 
-class Normalizer:
-    """x = (latent / scale_factor - mean) / std * sigma_data, and back (spec §2.3)."""
+NORMALIZE_MODES = ('per_element', 'scalar', 'none')
 
-    def __init__(self, mean, std, scale_factor: float, sigma_data: float = 0.5, enabled: bool = True):
-        self.mean, self.std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-        self.scale_factor, self.sigma_data, self.enabled = scale_factor, sigma_data, enabled
+
+class Normalizer:
+    """x = (latent / scale_factor - mean) / std * sigma_data, and back (spec §2.3).
+
+    mode 'per_element' (the paper): mean and std of each latent element over
+    the dataset; 'scalar': one mean and std over all elements (pixel-space
+    runs, where border pixels can be constant); 'none': latent / scale_factor.
+    """
+
+    def __init__(self, mean, std, scale_factor: float, sigma_data: float = 0.5,
+                 mode: str = 'per_element'):
+        if mode not in NORMALIZE_MODES:
+            raise ValueError(f'data.normalize {mode!r}; valid: {NORMALIZE_MODES}')
+        mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+        if mode == 'scalar':  # pooled over elements
+            m = mean.mean()
+            std = np.full_like(std, np.sqrt(np.mean(std**2 + (mean - m) ** 2)))
+            mean = np.full_like(mean, m)
+        self.mean = mean.astype(np.float32)
+        self.std = np.maximum(std, 1e-6).astype(np.float32)  # a constant element must not divide by 0
+        self.scale_factor, self.sigma_data, self.mode = scale_factor, sigma_data, mode
 
     @classmethod
-    def from_dir(cls, latent_dir, scale_factor, sigma_data=0.5, enabled=True):
+    def from_dir(cls, latent_dir, sigma_data=0.5, mode='per_element'):
         mean, std = read_stats(latent_dir)
-        return cls(mean, std, scale_factor, sigma_data, enabled)
+        scale = read_manifest(latent_dir)['scale_factor']
+        return cls(mean, std, scale, sigma_data, mode)
 
     def normalize(self, latents):
-        if not self.enabled:
-            return latents
+        if self.mode == 'none':
+            return latents / self.scale_factor
         return (latents / self.scale_factor - self.mean) / self.std * self.sigma_data
 
     def denormalize(self, x):
         """To the autoencoder's unscaled latent space (what `decode` takes)."""
-        if not self.enabled:
-            return x / self.scale_factor
+        if self.mode == 'none':
+            return x
         return x * self.std / self.sigma_data + self.mean
 
 

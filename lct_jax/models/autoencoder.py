@@ -153,15 +153,17 @@ class AutoencoderKL(nn.Module):
         return self.decode(mean)
 
 
-def posterior_sample(key, mean, logvar):
-    return mean + jnp.exp(0.5 * logvar) * jax.random.normal(key, mean.shape, mean.dtype)
+def posterior_sample(keys, mean, logvar):
+    """mean + std * noise, with one key per example (independent of the batch it sits in)."""
+    noise = jax.vmap(lambda k: jax.random.normal(k, mean.shape[1:], mean.dtype))(keys)
+    return mean + jnp.exp(0.5 * logvar) * noise
 
 
 @dataclasses.dataclass
 class Codec:
     """What encoding and decoding need: jittable functions, scale, shapes, provenance.
 
-    encode(key, images in [-1, 1] NHWC) -> latents times `scale_factor` (the
+    encode(keys, images in [-1, 1] NHWC) -> latents times `scale_factor` (the
     posterior sample, spec §2.2); decode(unscaled latents) -> images in [-1, 1].
     """
     name: str
@@ -178,7 +180,7 @@ class Codec:
 
 
 def identity_codec(channels: int) -> Codec:
-    return Codec('identity', 1.0, 1, channels, encode=lambda key, x: x, decode=lambda z: z)
+    return Codec('identity', 1.0, 1, channels, encode=lambda keys, x: x, decode=lambda z: z)
 
 
 def file_sha256(path: str) -> str:
@@ -196,9 +198,9 @@ def kl_codec(weights_path: str, scale_factor: float = SD_SCALE_FACTOR, **vae_fie
     params = vae_params_from_torch(load_state_dict(weights_path), model)
 
     @jax.jit
-    def encode(key, x):
+    def encode(keys, x):
         mean, logvar = model.apply({'params': params}, x, method=model.encode)
-        return posterior_sample(key, mean, logvar) * scale_factor
+        return posterior_sample(keys, mean, logvar) * scale_factor
 
     @jax.jit
     def decode(z):

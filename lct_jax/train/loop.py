@@ -1,0 +1,187 @@
+"""The training loop: data, state, compiled step, checkpoints, logs, sample grids.
+
+`train(config, workdir)` resumes from the latest checkpoint in the workdir if
+there is one. The host never waits on the device except at log steps and for
+a one-step-lagged read of the skip counter (the next step is already queued).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import multihost_utils
+
+from lct_jax import parallel, sampling
+from lct_jax.data import latents as latents_lib
+from lct_jax.data.pipeline import InputPipeline, Normalizer
+from lct_jax.images import save_grid
+from lct_jax.models.autoencoder import make_codec, to_uint8
+from lct_jax.progress import Progress
+from lct_jax.builders import build_model, build_objective, check_dataset, latent_dir_of
+from lct_jax.train import checkpoints
+from lct_jax.train.metric_writer import MetricWriter
+from lct_jax.train.state import init_state, lr_schedule, make_optimizer
+from lct_jax.train.step import StepConfig, make_train_step
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+class _StopFlag:
+    """Set by SIGTERM / SIGINT; the loop then saves the current step and exits."""
+
+    def __init__(self):
+        self.signal = None
+        self._old = {}
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some test runners)
+                pass
+
+    def _handle(self, signum, _frame):
+        self.signal = signum
+
+    def uninstall(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def should_stop(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step) or self.signal is not None
+        return self.signal is not None
+
+
+def make_initial_state(config, model, optimizer, mesh):
+    r = config.model.img_resolution
+
+    def init():
+        x = jnp.zeros((1, r, r, config.model.in_channels))
+        params = model.init(jax.random.key(config.seed), x, jnp.zeros((1,)))['params']
+        return init_state(params, optimizer, config.ema_decays)
+
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+
+
+def write_sample_grids(workdir, step, state, config, model, objective, codec, normalizer, mesh,
+                       writer=None):
+    """1-step and 2-step grids from the configured EMA (or raw params) as PNG."""
+    n = config.sampling.num_grid - config.sampling.num_grid % mesh.devices.size or mesh.devices.size
+    keys = jax.device_put(sampling.sample_keys(config.sampling.seed, np.arange(n)),
+                          parallel.batch_sharding(mesh))
+    name = config.sampling.ema
+    params = state.params if name == 'params' else state.ema.get(name, state.params)
+    shape = (config.model.img_resolution, config.model.img_resolution, config.model.in_channels)
+    paths = []
+    for label, ts in (('1step', (0,)), ('2step', tuple(config.sampling.ts))):
+        sigmas = sampling.step_sigmas(ts, config.sampling.grid_steps, objective)
+        sampler = sampling.make_sampler(model.apply, objective, shape, sigmas, mesh)
+        x = multihost_utils.process_allgather(sampler(params, keys), tiled=True)
+        images = to_uint8(codec.decode(jnp.asarray(normalizer.denormalize(np.asarray(x)))))
+        if jax.process_index() == 0:
+            path = os.path.join(workdir, 'samples', f'step_{step:07d}_{label}.png')
+            save_grid(path, images)
+            paths.append(path)
+            if writer is not None:
+                from lct_jax.images import grid
+                writer.image(step, f'samples/{label}', grid(images))
+    return paths
+
+
+def train(config, workdir: str, show_progress: bool = True) -> dict:
+    """Train until config.total_steps (resuming if possible); returns the last metrics."""
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.batch_size, mesh)
+    model = build_model(config)
+    objective = build_objective(config)
+    latent_dir = latent_dir_of(config, workdir)
+    codec = make_codec(config.autoencoder, image_channels=config.model.in_channels)
+    if not os.path.exists(os.path.join(latent_dir, latents_lib.MANIFEST)):
+        from lct_jax.data.encode import encode_dataset
+        from lct_jax.data.sources import make_source
+        if jax.process_index() == 0:
+            print(f'no encoded dataset in {latent_dir}: encoding it now', flush=True)
+        encode_dataset(make_source(config.data), codec, latent_dir, seed=config.seed,
+                       batch_size=config.data.encode_batch_size,
+                       examples_per_shard=config.data.examples_per_shard, show_progress=show_progress)
+    dataset = latents_lib.LatentDataset(latent_dir)
+    check_dataset(config, dataset.manifest, latent_dir)
+    normalizer = Normalizer.from_dir(latent_dir, objective.sigma_data, config.data.normalize)
+
+    optimizer = make_optimizer(_opt_cfg(config))
+    state = make_initial_state(config, model, optimizer, mesh)
+    manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints, config.train.keep_period)
+    start = manager.latest_step()
+    if start is not None:
+        state = checkpoints.restore(manager, start, state)
+        if jax.process_index() == 0:
+            print(f'resumed from {workdir}/checkpoints/{start}', flush=True)
+    start = int(state.step)
+    step_fn = make_train_step(model, objective, optimizer, lr_schedule(_opt_cfg(config)),
+                              StepConfig(config.seed, config.coupling.method,
+                                         config.coupling.sinkhorn_epsilon, tuple(config.ema_decays)),
+                              mesh)
+    rows = parallel.process_batch_slice(config.batch_size, mesh)
+    pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed, rows,
+                             start_step=start, prefetch=config.train.prefetch)
+    writer = MetricWriter(workdir)
+    stop = _StopFlag()
+    stop.install()
+    progress = Progress('train', config.total_steps, start=start, unit='steps',
+                        enabled=show_progress and jax.process_index() == 0)
+    last_metrics, prev_metrics, t_log, step_log = {}, None, time.time(), start
+    step = start
+    try:
+        while step < config.total_steps:
+            batch = parallel.global_batch_from_local(next(pipeline), mesh)
+            state, metrics = step_fn(state, batch)
+            step += 1
+            if prev_metrics is not None and int(prev_metrics['skipped_in_a_row']) >= config.train.max_skips_in_a_row:
+                raise NonFiniteError(
+                    f'{int(prev_metrics["skipped_in_a_row"])} consecutive steps had a non-finite loss or '
+                    f'gradient (max_skips_in_a_row={config.train.max_skips_in_a_row}); stopping. '
+                    f'The latest checkpoint ({manager.latest_step()}) holds the last good parameters.')
+            prev_metrics = metrics
+            if step % config.log_every == 0 or step == config.total_steps:
+                m = jax.device_get(metrics)
+                now = time.time()
+                rate = (step - step_log) / max(now - t_log, 1e-9)
+                t_log, step_log = now, step
+                m = dict(m, steps_per_sec=rate, examples_per_sec=rate * config.batch_size)
+                writer.scalars(step, m)
+                last_metrics = m
+                progress.update(step, f'loss {float(m["loss"]):.4g} N {int(m["num_scales"])} '
+                                      f'skipped {int(m["skipped_total"])}', force=True)
+            if step % config.checkpoint_every == 0 or step == config.total_steps:
+                checkpoints.save(manager, step, state)
+            if step % config.sample_every == 0 or step == config.total_steps:
+                write_sample_grids(workdir, step, state, config, model, objective, codec,
+                                   normalizer, mesh, writer)
+            if stop.should_stop(step):
+                checkpoints.save(manager, step, state, force=True)
+                if jax.process_index() == 0:
+                    print(f'stopped by signal at step {step}; checkpoint saved', flush=True)
+                break
+    finally:
+        manager.wait_until_finished()
+        progress.close()
+        writer.close()
+        pipeline.close()
+        stop.uninstall()
+    last_metrics['trace_count'] = step_fn.trace_count()
+    last_metrics['final_step'] = step
+    return last_metrics
+
+
+def _opt_cfg(config):
+    cfg = config.optimizer.copy_and_resolve_references()
+    with cfg.unlocked():
+        cfg.total_steps = config.total_steps
+    return cfg
