@@ -69,7 +69,9 @@ def get_config():
         num_samples=50_000, batch_size=256, image_format='jpeg',  # JPEG q75 as the authors (§14)
     ))
     c.evaluation = ml_collections.ConfigDict(dict(
+        features='inception',          # inception (the paper's FID) | digits_mlp (the embedded default)
         inception_weights='',          # pt_inception-2015-12-05-6726825d.pth
+        run_name='',                   # the results table's name for this run ('' = workdir name)
         reference_stats='',            # pytorch-fid .npz (mu, sigma)
         reference_dir='',              # or a folder of real images
         recall_k=3,

@@ -1,47 +1,66 @@
 """The embedded default: sLCT on scikit-learn's handwritten digits, on a CPU.
 
-A real dataset that a package ships (1,797 8x8 scans, upscaled to 16x16,
-grey), through the same pipeline as the paper runs: the images are written
+A real dataset that a package ships (1,797 8x8 scans at their native
+resolution, grey), through the same pipeline as the paper runs: the images are written
 once as TFRecord shards in <workdir>/latents (an identity autoencoder in place
 of the SD VAE), then a small UNet trains with every technique of the paper on
 (Cauchy loss, scaling-c, early diffusion loss, exact OT coupling, NsLN).
 
 Command:  python -m lct_jax.main --config configs/default.py --workdir workdir/default
 Hardware: 2 CPU cores. Wall time and result: see README ("The default run").
-Variant `:smoke` runs 20 steps (used by the tests).
+Variant `:smoke` runs 20 steps (used by the tests). The CPU-scale study of
+docs/study/ uses the variants `ilct` (every technique off: Pseudo-Huber with
+iCT's c, no OT, no diffusion loss, GroupNorm; same UNet and budget),
+`no_ot`, `no_diffusion`, `huber`, `fixed_c` and `group_norm` (one technique
+of sLCT off each).
 """
 from configs import base
+
+
+STUDY_VARIANTS = ('ilct', 'no_ot', 'no_diffusion', 'huber', 'fixed_c', 'group_norm')
 
 
 def get_config(variant: str = ''):
     c = base.get_config()
     c.batch_size = 64
-    c.total_steps = 3000
+    c.total_steps = 2500
     c.log_every = 50
     c.checkpoint_every = 500
-    c.sample_every = 1000
-    c.model.update(img_resolution=16, in_channels=1, out_channels=1, model_channels=32,
-                   channel_mult=(1, 2), num_blocks=1, attn_resolutions=(8,))
+    c.sample_every = 500
+    c.model.update(img_resolution=8, in_channels=1, out_channels=1, model_channels=32,
+                   channel_mult=(1, 2), num_blocks=1, attn_resolutions=(4,))
     c.consistency.update(start_scales=10, end_scales=160)
-    # c0 = 0.00054 * sqrt(d) for d = 16 * 16 * 1 pixels (iCT's rule, as 0.03456 for 4x32x32).
-    c.consistency.c0 = 0.00054 * 16.0
+    # c0 = 0.00054 * sqrt(d) for d = 8 * 8 * 1 pixels (iCT's rule, as 0.03456 for 4x32x32).
+    c.consistency.c0 = 0.00054 * 8.0
     c.optimizer.lr = 2e-4
-    c.ema_decays = (0.999, 0.9999)
+    c.ema_decays = (0.99, 0.999)  # a 2,500-step run: longer EMAs still remember the initial noise
     c.train.keep_period = 0
-    c.data.update(source='digits', resolution=16, expected_count=1797, examples_per_shard=512,
+    c.data.update(source='digits', resolution=8, expected_count=1797, examples_per_shard=512,
                   normalize='scalar', encode_batch_size=256)
     c.autoencoder.kind = 'identity'
-    c.sampling.update(num_grid=64, ema='ema_0.999', num_samples=1024, batch_size=256, image_format='png')
-    c.evaluation.update(paper_fid_1step=0.0, paper_fid_2step=0.0, paper_recall_1step=0.0,
+    c.sampling.update(num_grid=64, ema='ema_0.99', num_samples=1024, batch_size=256, image_format='png')
+    c.evaluation.update(features='digits_mlp', paper_fid_1step=0.0, paper_fid_2step=0.0, paper_recall_1step=0.0,
                         paper_recall_2step=0.0)
-    if variant == 'smoke':
+    for name in [v for v in variant.split(',') if v]:
+        if name not in STUDY_VARIANTS + ('smoke',):
+            raise ValueError(f'unknown variant {name!r}; valid: {("smoke",) + STUDY_VARIANTS}')
+        if name in ('ilct', 'no_ot'):
+            c.coupling.method = 'none'
+        if name in ('ilct', 'no_diffusion'):
+            c.consistency.diffusion_weight = 0.0
+        if name in ('ilct', 'huber'):
+            c.consistency.loss_norm = 'huber'
+        if name in ('ilct', 'fixed_c'):
+            c.consistency.c_schedule = 'fixed'
+        if name in ('ilct', 'group_norm'):
+            c.model.update(block_norm='group-norm', out_norm='group-norm')
+    c.evaluation.run_name = 'default' + (':' + variant if variant else '')
+    if 'smoke' in variant.split(','):
         c.total_steps = 20
         c.log_every = 5
         c.checkpoint_every = 10
         c.sample_every = 20
         c.batch_size = 16
         c.sampling.num_grid = 16
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r}; valid: '', 'smoke'")
     c.lock()
     return c

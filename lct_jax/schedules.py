@@ -58,7 +58,9 @@ def stage_length(total_steps: int, s0: int = 10, s1: int = 640) -> int:
 
 def num_scales(step, total_steps: int, s0: int = 10, s1: int = 640):
     """N(k) = min(s0 * 2^floor(k / K'), s1) + 1, as an int32 (traceable in `step`)."""
-    stage = jnp.minimum(jnp.asarray(step) // stage_length(total_steps, s0, s1), 30)
+    # Past the last doubling N stays at s1 + 1; clamp so s0 * 2^stage cannot overflow int32.
+    last_stage = math.ceil(math.log2(max(s1 / s0, 1))) + 1
+    stage = jnp.minimum(jnp.asarray(step) // stage_length(total_steps, s0, s1), last_stage)
     return (jnp.minimum(s0 * jnp.left_shift(1, stage.astype(jnp.int32)), s1) + 1).astype(jnp.int32)
 
 

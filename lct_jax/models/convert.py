@@ -197,3 +197,25 @@ def vae_params_from_torch(state_dict: Mapping, model) -> dict:
         else:
             table[f'{torch_mod}.{"weight" if leaf == "scale" else "bias"}'] = (path, identity)
     return strict_convert(_modernise_vae_keys(state_dict), table, shapes, 'AutoencoderKL')
+
+
+# --- FID InceptionV3 (pytorch-fid's pt_inception-2015-12-05 file) ------------------
+
+def inception_params_from_torch(state_dict: Mapping, model) -> dict:
+    """Variables {'params', 'batch_stats'} for `inception.InceptionV3` from a pt_inception state_dict."""
+    shapes_tree = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 299, 299, 3))))
+    shapes = {k: v.shape for k, v in traverse_util.flatten_dict(shapes_tree).items()}
+    leaf_names = {'kernel': 'conv.weight', 'bn_scale': 'bn.weight', 'bn_bias': 'bn.bias',
+                  'mean': 'bn.running_mean', 'var': 'bn.running_var'}
+    table = {}
+    for path in shapes:
+        collection, *mods, leaf = path
+        if leaf == 'kernel':
+            mods = mods[:-1]  # the inner nn.Conv is named 'conv' already
+        torch_name = '.'.join(mods + [leaf_names[leaf]])
+        table[torch_name] = (path, conv_from_torch if leaf == 'kernel' else identity)
+    extra = {'fc.weight': lambda a: None, 'fc.bias': lambda a: None}
+    for name in table:
+        if name.endswith('bn.weight'):
+            extra[name.replace('bn.weight', 'bn.num_batches_tracked')] = lambda a: None
+    return strict_convert(state_dict, table, shapes, 'InceptionV3', extra)

@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from lct_jax import parallel, sampling
 from lct_jax.data import latents as latents_lib
 from lct_jax.data.pipeline import InputPipeline, Normalizer
-from lct_jax.images import save_grid
+from lct_jax.images import grid, save_grid
 from lct_jax.models.autoencoder import make_codec, to_uint8
 from lct_jax.progress import Progress
 from lct_jax.builders import build_model, build_objective, check_dataset, latent_dir_of
@@ -70,29 +70,39 @@ def make_initial_state(config, model, optimizer, mesh):
     return jax.jit(init, out_shardings=parallel.replicated(mesh))()
 
 
-def write_sample_grids(workdir, step, state, config, model, objective, codec, normalizer, mesh,
-                       writer=None):
-    """1-step and 2-step grids from the configured EMA (or raw params) as PNG."""
-    n = config.sampling.num_grid - config.sampling.num_grid % mesh.devices.size or mesh.devices.size
-    keys = jax.device_put(sampling.sample_keys(config.sampling.seed, np.arange(n)),
-                          parallel.batch_sharding(mesh))
-    name = config.sampling.ema
-    params = state.params if name == 'params' else state.ema.get(name, state.params)
-    shape = (config.model.img_resolution, config.model.img_resolution, config.model.in_channels)
-    paths = []
-    for label, ts in (('1step', (0,)), ('2step', tuple(config.sampling.ts))):
-        sigmas = sampling.step_sigmas(ts, config.sampling.grid_steps, objective)
-        sampler = sampling.make_sampler(model.apply, objective, shape, sigmas, mesh)
-        x = multihost_utils.process_allgather(sampler(params, keys), tiled=True)
-        images = to_uint8(codec.decode(jnp.asarray(normalizer.denormalize(np.asarray(x)))))
-        if jax.process_index() == 0:
-            path = os.path.join(workdir, 'samples', f'step_{step:07d}_{label}.png')
-            save_grid(path, images)
-            paths.append(path)
-            if writer is not None:
-                from lct_jax.images import grid
-                writer.image(step, f'samples/{label}', grid(images))
-    return paths
+class SampleGrids:
+    """1-step and 2-step grids from the configured EMA (or raw params), as PNG.
+
+    The samplers are compiled once per run, not at every grid.
+    """
+
+    def __init__(self, config, model, objective, codec, normalizer, mesh):
+        self.config, self.codec, self.normalizer, self.mesh = config, codec, normalizer, mesh
+        d = mesh.devices.size
+        n = max(config.sampling.num_grid // d, 1) * d
+        self.keys = jax.device_put(sampling.sample_keys(config.sampling.seed, np.arange(n)),
+                                   parallel.batch_sharding(mesh))
+        m = config.model
+        shape = (m.img_resolution, m.img_resolution, m.in_channels)
+        self.samplers = {
+            label: sampling.make_sampler(model.apply, objective, shape,
+                                         sampling.step_sigmas(ts, config.sampling.grid_steps, objective), mesh)
+            for label, ts in (('1step', (0,)), ('2step', tuple(config.sampling.ts)))}
+
+    def write(self, workdir, step, state, writer=None):
+        name = self.config.sampling.ema
+        params = state.params if name == 'params' else state.ema.get(name, state.params)
+        paths = []
+        for label, sampler in self.samplers.items():
+            x = multihost_utils.process_allgather(sampler(params, self.keys), tiled=True)
+            images = to_uint8(self.codec.decode(jnp.asarray(self.normalizer.denormalize(np.asarray(x)))))
+            if jax.process_index() == 0:
+                path = os.path.join(workdir, 'samples', f'step_{step:07d}_{label}.png')
+                save_grid(path, images)
+                paths.append(path)
+                if writer is not None:
+                    writer.image(step, f'samples/{label}', grid(images))
+        return paths
 
 
 def train(config, workdir: str, show_progress: bool = True) -> dict:
@@ -132,6 +142,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed, rows,
                              start_step=start, prefetch=config.train.prefetch)
     writer = MetricWriter(workdir)
+    grids = SampleGrids(config, model, objective, codec, normalizer, mesh)
     stop = _StopFlag()
     stop.install()
     progress = Progress('train', config.total_steps, start=start, unit='steps',
@@ -162,8 +173,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
             if step % config.checkpoint_every == 0 or step == config.total_steps:
                 checkpoints.save(manager, step, state)
             if step % config.sample_every == 0 or step == config.total_steps:
-                write_sample_grids(workdir, step, state, config, model, objective, codec,
-                                   normalizer, mesh, writer)
+                grids.write(workdir, step, state, writer)
             if stop.should_stop(step):
                 checkpoints.save(manager, step, state, force=True)
                 if jax.process_index() == 0:

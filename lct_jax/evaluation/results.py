@@ -1,0 +1,34 @@
+"""The results table: ours beside the paper's, as JSON (all rows) and markdown."""
+from __future__ import annotations
+
+import json
+import os
+
+COLUMNS = ('run', 'checkpoint', 'sampler', 'num_samples', 'features', 'fid', 'paper_fid',
+           'precision', 'recall', 'paper_recall')
+
+
+def _fmt(v):
+    if v is None:
+        return '–'
+    if isinstance(v, float):
+        return f'{v:.4g}'
+    return str(v)
+
+
+def markdown(rows) -> str:
+    lines = ['| ' + ' | '.join(COLUMNS) + ' |', '|' + '---|' * len(COLUMNS)]
+    lines += ['| ' + ' | '.join(_fmt(r.get(c)) for c in COLUMNS) + ' |' for r in rows]
+    return '\n'.join(lines) + '\n'
+
+
+def append_rows(workdir: str, rows) -> None:
+    path = os.path.join(workdir, 'results.json')
+    old = json.load(open(path)) if os.path.exists(path) else []
+    allrows = old + list(rows)
+    with open(path + '.partial', 'w') as f:
+        json.dump(allrows, f, indent=1)
+    os.replace(path + '.partial', path)
+    with open(os.path.join(workdir, 'results.md'), 'w') as f:
+        f.write('FID: ours (features as named) beside the paper\'s Table 1 where one exists.\n\n')
+        f.write(markdown(allrows))

@@ -1,0 +1,120 @@
+"""The train step and loop: data-parallel equivalence, one compile, non-finite policy, outputs."""
+import glob
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from lct_jax import parallel
+from lct_jax.builders import build_model, build_objective
+from lct_jax.data import latents, tfrecord
+from lct_jax.train import loop
+from lct_jax.train.state import lr_schedule, make_optimizer
+from lct_jax.train.step import StepConfig, make_train_step
+
+
+def smoke_config(**overrides):
+    c = default.get_config('smoke')
+    with c.unlocked():
+        for k, v in overrides.items():
+            node = c
+            *path, leaf = k.split('.')
+            for p in path:
+                node = node[p]
+            node[leaf] = v
+    return c
+
+
+def _step_and_state(config, mesh):
+    model, obj = build_model(config), build_objective(config)
+    opt_cfg = loop._opt_cfg(config)
+    optimizer = make_optimizer(opt_cfg)
+    state = loop.make_initial_state(config, model, optimizer, mesh)
+    step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg),
+                           StepConfig(config.seed, config.coupling.method, 0.01, tuple(config.ema_decays)), mesh)
+    return state, step
+
+
+def _batch(n=16, seed=0):
+    return (0.5 * np.random.default_rng(seed).standard_normal((n, 8, 8, 1))).astype(np.float32)
+
+
+def test_four_devices_equal_one_device_without_coupling():
+    config = smoke_config(**{'coupling.method': 'none'})
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        mesh = parallel.make_mesh(devices)
+        state, step = _step_and_state(config, mesh)
+        for k in range(3):
+            batch = jax.device_put(_batch(seed=k), parallel.batch_sharding(mesh))
+            state, metrics = step(state, batch)
+        results.append(jax.device_get(state.params))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
+
+
+def test_non_finite_batch_skips_the_update_and_is_counted():
+    config = smoke_config()
+    mesh = parallel.make_mesh()
+    state, step = _step_and_state(config, mesh)
+    bad = _batch()
+    bad[3, 2, 2, 0] = np.nan
+    before = jax.device_get(state.params)
+    state, m = step(state, jax.device_put(bad, parallel.batch_sharding(mesh)))
+    assert int(m['skipped']) == 1 and int(m['skipped_total']) == 1 and int(state.step) == 1
+    jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.device_get(state.params))
+    state, m = step(state, jax.device_put(bad, parallel.batch_sharding(mesh)))
+    assert int(m['skipped_in_a_row']) == 2
+    state, m = step(state, jax.device_put(_batch(), parallel.batch_sharding(mesh)))
+    assert int(m['skipped']) == 0 and int(m['skipped_in_a_row']) == 0 and int(m['skipped_total']) == 2
+    assert np.isfinite(float(m['loss']))
+
+
+def test_smoke_run_leaves_everything_and_compiles_once(tmp_path):
+    workdir = str(tmp_path / 'run')
+    m = loop.train(smoke_config(), workdir, show_progress=False)
+    assert m['final_step'] == 20 and m['trace_count'] == 1
+    assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
+    assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
+    lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+    assert [l['step'] for l in lines] == [5, 10, 15, 20]
+    # the curriculum crossed stages inside one compiled step
+    assert len({l['num_scales'] for l in lines}) >= 4
+    for key in ('loss', 'ct_loss', 'diffusion_loss', 'c', 'learning_rate', 'grad_norm', 'param_norm',
+                'ot_cost_ratio', 'skipped_total', 'steps_per_sec', 'examples_per_sec'):
+        assert all(np.isfinite(l[key]) for l in lines), key
+    assert all(l['ot_cost_ratio'] < 1.0 for l in lines)
+    for label in ('1step', '2step'):
+        assert os.path.getsize(os.path.join(workdir, 'samples', f'step_0000020_{label}.png')) > 0
+    # a second call resumes at the end and does nothing more
+    again = loop.train(smoke_config(), workdir, show_progress=False)
+    assert again['final_step'] == 20
+
+
+def _nan_dataset(d, n=32):
+    os.makedirs(d)
+    with tfrecord.TFRecordWriter(os.path.join(d, latents.shard_name(0, 1))) as w:
+        for i in range(n):
+            w.write(tfrecord.encode_latent(np.full((8, 8, 1), np.nan, np.float32), i))
+    np.savez(os.path.join(d, latents.STATS), mean=np.zeros((8, 8, 1)), std=np.ones((8, 8, 1)))
+    json.dump({'count': n, 'shape': [8, 8, 1], 'dtype': 'float32', 'scale_factor': 1.0,
+               'shards': [latents.shard_name(0, 1)]}, open(os.path.join(d, latents.MANIFEST), 'w'))
+
+
+def test_k_non_finite_steps_in_a_row_stop_the_run(tmp_path):
+    d = str(tmp_path / 'nan')
+    _nan_dataset(d)
+    config = smoke_config(**{'data.latent_dir': d, 'data.expected_count': 32, 'train.max_skips_in_a_row': 3})
+    with pytest.raises(loop.NonFiniteError, match='3 consecutive steps had a non-finite'):
+        loop.train(config, str(tmp_path / 'run'), show_progress=False)
+
+
+def test_dataset_that_does_not_fit_stops_before_compiling(tmp_path):
+    d = str(tmp_path / 'nan')
+    _nan_dataset(d)
+    config = smoke_config(**{'data.latent_dir': d, 'model.in_channels': 4, 'model.out_channels': 4})
+    with pytest.raises(ValueError, match=r'(?s)latent shape \[8, 8, 1\].*\[8, 8, 4\].*expected_count=1797'):
+        loop.train(config, str(tmp_path / 'run'), show_progress=False)
