@@ -46,6 +46,7 @@ def get_config():
         keep_checkpoints=3,            # the last few ...
         keep_period=50_000,            # ... and every keep_period-th step
         prefetch=4,
+        restore_fallback=False,        # if the newest checkpoint is unreadable, resume from an older one
     ))
     c.data = ml_collections.ConfigDict(dict(
         source='image_dir',            # digits | image_dir | tfds (for --mode=encode)
@@ -74,6 +75,8 @@ def get_config():
         run_name='',                   # the results table's name for this run ('' = workdir name)
         reference_stats='',            # pytorch-fid .npz (mu, sigma)
         reference_dir='',              # or a folder of real images
+        reference_tfds='',             # or a tfds dataset, 'name:split' (needs TensorFlow)
+                                       # (none of these: the decoded training latents)
         recall_k=3,
         paper_fid_1step=7.27, paper_fid_2step=6.93, paper_recall_1step=0.50, paper_recall_2step=0.52,
     ))

@@ -24,3 +24,12 @@ def execute(cmds, dry_run: bool) -> int:
                 print(f'failed ({rc}): {show(cmd)}', file=sys.stderr)
                 return rc
     return 0
+
+
+def split_extra(argv):
+    """(launcher args, main flags after '--')."""
+    argv = list(argv)
+    if '--' in argv:
+        i = argv.index('--')
+        return argv[:i], argv[i + 1:]
+    return argv, []

@@ -20,7 +20,7 @@ import time
 
 if __package__ in (None, ''):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from launch.common import main_command, show  # noqa: E402
+from launch.common import split_extra, main_command, show  # noqa: E402
 
 
 def free_port() -> int:
@@ -70,9 +70,8 @@ def parse(argv):
     p.add_argument('--config', required=True)
     p.add_argument('--workdir', required=True)
     p.add_argument('--dry-run', action='store_true')
-    argv = list(argv)
-    extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    return p.parse_args(argv[:argv.index('--')] if '--' in argv else argv), extra
+    own, extra = split_extra(argv)
+    return p.parse_args(own), extra
 
 
 def main(argv=None):

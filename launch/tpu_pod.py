@@ -17,7 +17,7 @@ import sys
 if __package__ in (None, ''):
     import os
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from launch.common import execute, main_command, show  # noqa: E402
+from launch.common import split_extra, execute, main_command, show  # noqa: E402
 
 
 def commands(a, extra) -> list:
@@ -55,9 +55,8 @@ def parse(argv):
     p.add_argument('--workdir', required=True)
     p.add_argument('--delete', action='store_true', help='delete the TPU VM when the run ends')
     p.add_argument('--dry-run', action='store_true', help='print the commands, run nothing')
-    argv = list(argv)
-    extra = argv[argv.index('--') + 1:] if '--' in argv else []
-    return p.parse_args(argv[:argv.index('--')] if '--' in argv else argv), extra
+    own, extra = split_extra(argv)
+    return p.parse_args(own), extra
 
 
 def main(argv=None):

@@ -42,14 +42,14 @@ def load_params(config, workdir, checkpoint: str = '', ema: str | None = None):
         if key not in ckpt:
             raise KeyError(f'{checkpoint} has no {key!r}; it holds {sorted(ckpt)}')
         return unet_params_from_torch(ckpt[key], build_model(config)), f'{os.path.basename(checkpoint)}:{key}'
-    import orbax.checkpoint as ocp
+    from lct_jax.train.checkpoints import load_numpy
     if not checkpoint:
         ckpt_dir = os.path.join(workdir, 'checkpoints')
         steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
         if not steps:
             raise FileNotFoundError(f'no checkpoint in {ckpt_dir}; train first or pass --checkpoint')
         checkpoint = os.path.join(ckpt_dir, str(steps[-1]))
-    tree = ocp.StandardCheckpointer().restore(os.path.join(os.path.abspath(checkpoint), 'default'))
+    tree = load_numpy(checkpoint)
     if ema == 'params':
         params = tree['params']
     elif ema in tree['ema']:
@@ -70,7 +70,8 @@ def generate(config, params, ts, num: int, normalizer: Normalizer, mesh=None, sh
     model, obj = build_model(config), build_objective(config)
     m = config.model
     sampler = sampling.make_sampler(model.apply, obj, (m.img_resolution, m.img_resolution, m.in_channels),
-                                    sampling.step_sigmas(ts, config.sampling.grid_steps, obj), mesh)
+                                    sampling.step_sigmas(ts, config.sampling.grid_steps, obj),
+                                    config.sampling.seed, mesh)
     codec = make_codec(config.autoencoder, m.in_channels)
     batch = max(config.sampling.batch_size // mesh.devices.size, 1) * mesh.devices.size
     params = parallel.replicate(params, mesh)
@@ -78,8 +79,8 @@ def generate(config, params, ts, num: int, normalizer: Normalizer, mesh=None, sh
     progress = Progress('sample', num, unit='img', enabled=show_progress and jax.process_index() == 0)
     for start in range(0, num, batch):
         idx = np.arange(start, start + batch)  # the tail is padded, then dropped
-        keys = jax.device_put(sampling.sample_keys(config.sampling.seed, idx), parallel.batch_sharding(mesh))
-        x = np.asarray(multihost_utils.process_allgather(sampler(params, keys), tiled=True))
+        indices = parallel.shard_host_array(idx.astype(np.int32), mesh)
+        x = np.asarray(multihost_utils.process_allgather(sampler(params, indices), tiled=True))
         img = to_uint8(codec.decode(jnp.asarray(normalizer.denormalize(x))))
         keep = min(batch, num - start)
         images.append(img[:keep])
@@ -110,13 +111,19 @@ def sample(config, workdir, checkpoint=''):
 
 
 def reference_features(config, workdir, features):
-    """Features of the real data: an image folder if given, else the decoded training latents."""
+    """Features of the real data: an image folder, a tfds dataset, else the decoded training latents."""
     from lct_jax.data.latents import LatentDataset
+    from lct_jax.data.sources import ImageFolderSource, TfdsSource
     ev = config.evaluation
+    src = None
     if ev.reference_dir:
-        from lct_jax.data.sources import ImageFolderSource
         src = ImageFolderSource(ev.reference_dir, config.data.resolution)
-        return features(src.images(range(len(src))))
+    elif ev.reference_tfds:
+        name, _, split = ev.reference_tfds.partition(':')
+        src = TfdsSource(name, split or 'train', config.data.resolution)
+    if src is not None:
+        return np.concatenate([features(src.images(range(i, min(i + 500, len(src)))))
+                               for i in range(0, len(src), 500)])
     d = latent_dir_of(config, workdir)
     ds = LatentDataset(d)
     codec = make_codec(config.autoencoder, config.model.in_channels)

@@ -16,14 +16,21 @@ DATA_AXIS = 'data'
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, timeout_s: int = 120) -> None:
-    """Start JAX's multi-controller runtime if this is (or may be) a multi-process run."""
+                           process_id: int | None = None, timeout_s: int = 120,
+                           heartbeat_timeout_s: int = 60) -> None:
+    """Start JAX's multi-controller runtime if this is (or may be) a multi-process run.
+
+    heartbeat_timeout_s bounds how long the survivors wait for a lost process
+    before they fail (instead of hanging in a collective).
+    """
     if coordinator_address or num_processes:
-        if jax.default_backend() == 'cpu' or jax.config.jax_platforms == 'cpu':
+        if (jax.config.jax_platforms or '').startswith('cpu') or not _has_accelerator():
             jax.config.update('jax_cpu_collectives_implementation', 'gloo')
         jax.distributed.initialize(coordinator_address=coordinator_address,
                                    num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=timeout_s)
+                                   initialization_timeout=timeout_s,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s,
+                                   shutdown_timeout_seconds=heartbeat_timeout_s)
     else:
         try:  # Cloud TPU pods and SLURM: JAX detects the cluster itself.
             from jax._src.clusters import ClusterEnv
@@ -32,6 +39,13 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                 jax.distributed.initialize()
         except (ImportError, AttributeError, RuntimeError, ValueError):
             pass
+
+
+def _has_accelerator() -> bool:
+    # Must not initialise a backend before jax.distributed.initialize: look at installed plugins only.
+    import importlib.util
+    return any(importlib.util.find_spec(m) is not None for m in ('jax_cuda13_plugin', 'jax_cuda12_plugin',
+                                                                  'libtpu', 'jax_rocm7_plugin'))
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -76,3 +90,9 @@ def replicate(tree, mesh: Mesh):
     sharding = replicated(mesh)
     return jax.tree_util.tree_map(
         lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx: np.asarray(a)[idx]), tree)
+
+
+def shard_host_array(array: np.ndarray, mesh: Mesh) -> jax.Array:
+    """A host array that every process holds in full, sharded on 'data' (each process keeps its part)."""
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, batch_sharding(mesh), lambda idx: array[idx])

@@ -46,10 +46,16 @@ def multistep_sample(apply_fn, params, keys, shape, sigmas, obj: Objective):
     return x
 
 
-def make_sampler(apply_fn, obj: Objective, shape, sigmas, mesh=None):
-    """A jitted (params, keys) -> latents; keys sharded over the mesh if given."""
+def make_sampler(apply_fn, obj: Objective, shape, sigmas, seed: int, mesh=None):
+    """A jitted (params, sample indices) -> latents; the indices sharded over the mesh if given.
+
+    Sample i's noise comes from fold_in(key(seed), i) only.
+    """
     sigmas = tuple(float(s) for s in sigmas)
-    fn = lambda params, keys: multistep_sample(apply_fn, params, keys, shape, sigmas, obj)
+
+    def fn(params, indices):
+        return multistep_sample(apply_fn, params, sample_keys(seed, indices), shape, sigmas, obj)
+
     if mesh is None:
         return jax.jit(fn)
     from lct_jax import parallel

@@ -50,10 +50,8 @@ def checkpoint_done(workdir, step):
 
 
 def load_params(workdir, step):
-    import orbax.checkpoint as ocp
-    path = os.path.join(workdir, 'checkpoints', str(step), 'default')
-    tree = ocp.StandardCheckpointer().restore(path)
-    return tree['params']
+    from lct_jax.train.checkpoints import load_numpy
+    return load_numpy(os.path.join(workdir, 'checkpoints', str(step)))['params']
 
 
 def free_port():

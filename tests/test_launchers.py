@@ -11,7 +11,7 @@ PAPER = ['configs/celebahq256.py', 'configs/ffhq256.py', 'configs/lsun_church256
 
 
 def dry(script, *args):
-    out = subprocess.run([sys.executable, f'launch/{script}', *args, '--dry-run'], cwd=ROOT,
+    out = subprocess.run([sys.executable, f'launch/{script}', '--dry-run', *args], cwd=ROOT,
                          capture_output=True, text=True, check=True)
     return out.stdout
 
@@ -21,14 +21,15 @@ def test_tpu_pod_dry_run(config):
     out = dry('tpu_pod.py', '--name', 'slct', '--zone', 'us-central2-b', '--accelerator', 'v4-32',
               '--config', config, '--workdir', '/mnt/bucket/run', '--bucket', 'my-bucket', '--delete',
               '--', '--config.autoencoder.weights=/mnt/bucket/vae.safetensors')
-    lines = out.strip().splitlines()
-    assert lines[0].startswith('gcloud compute tpus tpu-vm create slct --zone us-central2-b --accelerator-type=v4-32')
-    assert 'scp --recurse . slct:~/lct_jax' in lines[1]
-    assert 'jax[tpu]==0.10.2' in lines[2] and 'gcsfuse --implicit-dirs my-bucket /mnt/bucket' in lines[2]
-    run = shlex.split(lines[3])[-1]
+    lines = [shlex.split(l) for l in out.strip().splitlines()]
+    assert lines[0][:9] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'create', 'slct', '--zone', 'us-central2-b',
+                            '--accelerator-type=v4-32']
+    assert lines[1][4:8] == ['scp', '--recurse', '.', 'slct:~/lct_jax'] and '--worker=all' in lines[1]
+    assert 'jax[tpu]==0.10.2' in lines[2][-1] and 'gcsfuse --implicit-dirs my-bucket /mnt/bucket' in lines[2][-1]
+    run = lines[3][-1]
     assert f'python3 -m lct_jax.main --config={config} --workdir=/mnt/bucket/run' in run
     assert '--config.autoencoder.weights=/mnt/bucket/vae.safetensors' in run and '--worker=all' in lines[3]
-    assert lines[4] == 'gcloud compute tpus tpu-vm delete slct --zone us-central2-b --quiet'
+    assert lines[4] == ['gcloud', 'compute', 'tpus', 'tpu-vm', 'delete', 'slct', '--zone', 'us-central2-b', '--quiet']
 
 
 @pytest.mark.parametrize('config', PAPER)

@@ -92,3 +92,18 @@ def test_interrupted_encode_finishes_with_identical_shards(digits_dir, tmp_path)
     for name in latents.read_manifest(d)['shards']:
         with open(os.path.join(d, name), 'rb') as a, open(os.path.join(digits_dir, name), 'rb') as b:
             assert a.read() == b.read(), name
+
+
+def test_analyze_writes_boxplot_and_summary(digits_dir, tmp_path):
+    from configs import default
+    from lct_jax.evaluation.analysis import analyze_dataset, tukey_summary
+    c = default.get_config()
+    with c.unlocked():
+        c.data.latent_dir = digits_dir
+    summary = analyze_dataset(c, str(tmp_path))
+    assert os.path.getsize(tmp_path / 'analysis' / 'boxplot.png') > 0
+    assert set(summary) == {'latents', 'pixels'}
+    rng = np.random.default_rng(0)
+    heavy, gauss = tukey_summary(rng.standard_t(2.5, 100_000)), tukey_summary(rng.standard_normal(100_000))
+    assert heavy['fraction_beyond_outer_fences'] > 10 * gauss['fraction_beyond_outer_fences']
+    assert heavy['excess_kurtosis'] > 3 and abs(gauss['excess_kurtosis']) < 0.1

@@ -73,3 +73,17 @@ def test_readable_by_tf_data(tmp_path):
         ex = tf.io.parse_single_example(rec, spec)
         out.append(tf.reshape(tf.io.decode_raw(ex['latent'], tf.float32), ex['shape']).numpy())
     np.testing.assert_array_equal(np.stack(out), data)
+    # and an Example written by TensorFlow decodes with ours
+    ex = tf.train.Example(features=tf.train.Features(feature={
+        'latent': tf.train.Feature(bytes_list=tf.train.BytesList(value=[data[0].tobytes()])),
+        'shape': tf.train.Feature(int64_list=tf.train.Int64List(value=list(data[0].shape))),
+        'index': tf.train.Feature(int64_list=tf.train.Int64List(value=[7]))}))
+    latent, index = tfrecord.decode_latent(ex.SerializeToString())
+    np.testing.assert_array_equal(latent, data[0])
+    assert index == 7
+
+
+def test_example_codec_round_trip_with_negative_and_large_ints():
+    from lct_jax.data import example_codec
+    feats = {'a': [b'', b'xyz' * 100], 'b': [0, 1, -1, 2**40, -(2**62)]}
+    assert example_codec.decode_example(example_codec.encode_example(feats)) == feats

@@ -10,11 +10,8 @@ import pytest
 
 from configs import default
 from lct_jax import parallel
-from lct_jax.builders import build_model, build_objective
 from lct_jax.data import latents, tfrecord
 from lct_jax.train import loop
-from lct_jax.train.state import lr_schedule, make_optimizer
-from lct_jax.train.step import StepConfig, make_train_step
 
 
 def smoke_config(**overrides):
@@ -30,12 +27,7 @@ def smoke_config(**overrides):
 
 
 def _step_and_state(config, mesh):
-    model, obj = build_model(config), build_objective(config)
-    opt_cfg = loop._opt_cfg(config)
-    optimizer = make_optimizer(opt_cfg)
-    state = loop.make_initial_state(config, model, optimizer, mesh)
-    step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg),
-                           StepConfig(config.seed, config.coupling.method, 0.01, tuple(config.ema_decays)), mesh)
+    _, _, state, step = loop.build_training(config, mesh)
     return state, step
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from lct_jax import parallel
 from lct_jax.data import latents, tfrecord
 from lct_jax.progress import Progress
 
@@ -47,6 +48,9 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
         count = min(examples_per_shard, n - i * examples_per_shard)
         if not _shard_complete(os.path.join(latent_dir, names[i]), count):
             todo.append(i)
+    # Each batch is split over this process's devices (SPMD through the jitted encoder).
+    local_sharding = parallel.batch_sharding(parallel.make_mesh(jax.local_devices()))
+    ndev = len(jax.local_devices())
     total = sum(min(examples_per_shard, n - i * examples_per_shard) for i in todo)
     progress = Progress('encode', total, unit='img', enabled=show_progress)
     done = 0
@@ -56,7 +60,10 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
             for start in range(lo, hi, batch_size):
                 idx = np.arange(start, min(start + batch_size, hi))
                 images = source.images(idx).astype(np.float32) / 127.5 - 1.0
-                z = np.asarray(codec.encode(keys_for(jnp.asarray(idx)), jnp.asarray(images)), np.float32)
+                keys = keys_for(jnp.asarray(idx))
+                if len(idx) % ndev == 0:
+                    images, keys = jax.device_put((images, keys), local_sharding)
+                z = np.asarray(codec.encode(keys, jnp.asarray(images)), np.float32)
                 for j, latent in zip(idx, z):
                     writer.write(tfrecord.encode_latent(latent, int(j)))
                 done += len(idx)

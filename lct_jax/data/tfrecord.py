@@ -4,11 +4,14 @@ Framing (what tf.data reads): uint64 length, uint32 masked crc32c of the
 length, the payload, uint32 masked crc32c of the payload; all little-endian.
 We write and check it ourselves (a few lines) so that every error names the
 file and the record, and so a dataset can be indexed once and then read at
-random offsets. The payload is a `tf.train.Example` (proto classes from the
-`tfrecord` package) with features:
+random offsets. The payload is a `tf.train.Example` with features:
   latent  bytes_list: the float32 array, C-order, raw bytes
   shape   int64_list: its shape (H, W, C)
   index   int64_list: the example's index in the source dataset
+The Example is encoded and decoded by hand (`example_codec.py`): protobuf
+classes for `tensorflow.*` messages from any package other than TensorFlow
+collide with TensorFlow's own in protobuf's global pool when both are
+imported, and this schema is four small messages.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import struct
 
 import crc32c
 import numpy as np
-from tfrecord import example_pb2
+
+from lct_jax.data import example_codec
 
 _MASK_DELTA = 0xA282EAD8
 
@@ -111,18 +115,12 @@ def read_all(path: str) -> list[bytes]:
 
 def encode_latent(latent: np.ndarray, index: int) -> bytes:
     latent = np.ascontiguousarray(latent, dtype=np.float32)
-    ex = example_pb2.Example()
-    feat = ex.features.feature
-    feat['latent'].bytes_list.value.append(latent.tobytes())
-    feat['shape'].int64_list.value.extend(latent.shape)
-    feat['index'].int64_list.value.append(int(index))
-    return ex.SerializeToString()
+    return example_codec.encode_example({'latent': [latent.tobytes()], 'shape': list(latent.shape),
+                                         'index': [int(index)]})
 
 
 def decode_latent(payload: bytes) -> tuple[np.ndarray, int]:
-    ex = example_pb2.Example()
-    ex.ParseFromString(payload)
-    feat = ex.features.feature
-    shape = tuple(feat['shape'].int64_list.value)
-    latent = np.frombuffer(feat['latent'].bytes_list.value[0], np.float32).reshape(shape)
-    return latent, int(feat['index'].int64_list.value[0])
+    feat = example_codec.decode_example(payload)
+    shape = tuple(feat['shape'])
+    latent = np.frombuffer(feat['latent'][0], np.float32).reshape(shape)
+    return latent, int(feat['index'][0])

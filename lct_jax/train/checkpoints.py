@@ -25,18 +25,75 @@ def make_manager(workdir: str, keep: int = 3, keep_period: int | None = None,
                                  options=options)
 
 
+def _save_failed(manager, what: str, e: Exception) -> CheckpointError:
+    return CheckpointError(f'{what} failed ({type(e).__name__}: {e}); the previous checkpoint '
+                           f'({manager.latest_step()}) in {manager.directory} is intact')
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, force: bool = False) -> bool:
+    """Start saving `step` (asynchronously); an error of an earlier async save surfaces here."""
     try:
         return manager.save(step, args=ocp.args.StandardSave(state), force=force)
-    except OSError as e:  # e.g. the disk is full: the previous checkpoint is untouched
-        raise CheckpointError(f'saving the checkpoint of step {step} failed ({e}); the previous '
-                              f'checkpoint ({manager.latest_step()}) is intact') from e
+    except Exception as e:  # noqa: BLE001 - e.g. the disk is full; Orbax wraps OSErrors variously
+        raise _save_failed(manager, f'saving the checkpoint of step {step}', e) from e
+
+
+def wait(manager: ocp.CheckpointManager) -> None:
+    """Block until pending saves are committed, turning their failures into a CheckpointError."""
+    try:
+        manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+        raise _save_failed(manager, 'finishing a checkpoint save', e) from e
 
 
 def abstract_like(state):
     """ShapeDtypeStructs (with shardings) of a state, the restore target."""
     return jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, 'sharding', None)), state)
+
+
+def restore_latest(manager: ocp.CheckpointManager, target, fallback: bool = False):
+    """(state, step) from the newest checkpoint, or (target, None) if there is none.
+
+    A checkpoint that cannot be read is an error naming it; with `fallback`
+    the older checkpoints are tried in turn instead (newest first).
+    """
+    steps = sorted(manager.all_steps(), reverse=True)
+    errors = []
+    for step in steps:
+        try:
+            return restore(manager, step, target), step
+        except CheckpointError as e:
+            if not fallback:
+                raise CheckpointError(f'{e}\nTo resume from an older checkpoint instead, pass '
+                                      f'--config.train.restore_fallback=True (checkpoints: {sorted(steps)})') from e
+            errors.append(str(e))
+            print(f'warning: {e}; trying an older checkpoint', flush=True)
+    if errors:
+        raise CheckpointError('no checkpoint could be restored:\n' + '\n'.join(errors))
+    return target, None
+
+
+def load_numpy(step_dir: str) -> dict:
+    """A checkpoint as host numpy arrays, whatever devices or processes wrote it.
+
+    For sampling and evaluation on another layout than training's (Orbax's
+    default restore insists on the saving topology).
+    """
+    import numpy as np
+    path = os.path.join(os.path.abspath(step_dir), 'default')
+    if not os.path.isdir(path):
+        raise CheckpointError(f'no checkpoint at {step_dir} (expected {path})')
+    checkpointer = ocp.PyTreeCheckpointer()
+    meta = checkpointer.metadata(path)
+    tree = getattr(meta, 'item_metadata', meta)
+    tree = getattr(tree, 'tree', tree)
+    args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree,
+                                  is_leaf=lambda x: hasattr(x, 'shape'))
+    try:
+        return checkpointer.restore(path, restore_args=args)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f'cannot read the checkpoint at {step_dir}: {type(e).__name__}: {e}') from e
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target):

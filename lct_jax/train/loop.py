@@ -59,6 +59,19 @@ class _StopFlag:
         return self.signal is not None
 
 
+def build_training(config, mesh):
+    """(model, objective, initial state, compiled step) for a config, on a mesh."""
+    model, objective = build_model(config), build_objective(config)
+    opt_cfg = _opt_cfg(config)
+    optimizer = make_optimizer(opt_cfg)
+    state = make_initial_state(config, model, optimizer, mesh)
+    step_fn = make_train_step(model, objective, optimizer, lr_schedule(opt_cfg),
+                              StepConfig(config.seed, config.coupling.method,
+                                         config.coupling.sinkhorn_epsilon, tuple(config.ema_decays)),
+                              mesh)
+    return model, objective, state, step_fn
+
+
 def make_initial_state(config, model, optimizer, mesh):
     r = config.model.img_resolution
 
@@ -80,13 +93,13 @@ class SampleGrids:
         self.config, self.codec, self.normalizer, self.mesh = config, codec, normalizer, mesh
         d = mesh.devices.size
         n = max(config.sampling.num_grid // d, 1) * d
-        self.keys = jax.device_put(sampling.sample_keys(config.sampling.seed, np.arange(n)),
-                                   parallel.batch_sharding(mesh))
+        self.indices = parallel.shard_host_array(np.arange(n, dtype=np.int32), mesh)
         m = config.model
         shape = (m.img_resolution, m.img_resolution, m.in_channels)
         self.samplers = {
             label: sampling.make_sampler(model.apply, objective, shape,
-                                         sampling.step_sigmas(ts, config.sampling.grid_steps, objective), mesh)
+                                         sampling.step_sigmas(ts, config.sampling.grid_steps, objective),
+                                         config.sampling.seed, mesh)
             for label, ts in (('1step', (0,)), ('2step', tuple(config.sampling.ts)))}
 
     def write(self, workdir, step, state, writer=None):
@@ -94,7 +107,7 @@ class SampleGrids:
         params = state.params if name == 'params' else state.ema.get(name, state.params)
         paths = []
         for label, sampler in self.samplers.items():
-            x = multihost_utils.process_allgather(sampler(params, self.keys), tiled=True)
+            x = multihost_utils.process_allgather(sampler(params, self.indices), tiled=True)
             images = to_uint8(self.codec.decode(jnp.asarray(self.normalizer.denormalize(np.asarray(x)))))
             if jax.process_index() == 0:
                 path = os.path.join(workdir, 'samples', f'step_{step:07d}_{label}.png')
@@ -109,8 +122,10 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     """Train until config.total_steps (resuming if possible); returns the last metrics."""
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
-    model = build_model(config)
-    objective = build_objective(config)
+    # Config errors surface here, before any data work or compilation.
+    build_model(config)
+    build_objective(config)
+    StepConfig(config.seed, config.coupling.method)
     latent_dir = latent_dir_of(config, workdir)
     codec = make_codec(config.autoencoder, image_channels=config.model.in_channels)
     if not os.path.exists(os.path.join(latent_dir, latents_lib.MANIFEST)):
@@ -123,21 +138,14 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
                        examples_per_shard=config.data.examples_per_shard, show_progress=show_progress)
     dataset = latents_lib.LatentDataset(latent_dir)
     check_dataset(config, dataset.manifest, latent_dir)
-    normalizer = Normalizer.from_dir(latent_dir, objective.sigma_data, config.data.normalize)
+    normalizer = Normalizer.from_dir(latent_dir, config.consistency.sigma_data, config.data.normalize)
 
-    optimizer = make_optimizer(_opt_cfg(config))
-    state = make_initial_state(config, model, optimizer, mesh)
+    model, objective, state, step_fn = build_training(config, mesh)
     manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints, config.train.keep_period)
-    start = manager.latest_step()
-    if start is not None:
-        state = checkpoints.restore(manager, start, state)
-        if jax.process_index() == 0:
-            print(f'resumed from {workdir}/checkpoints/{start}', flush=True)
+    state, restored = checkpoints.restore_latest(manager, state, config.train.restore_fallback)
+    if restored is not None and jax.process_index() == 0:
+        print(f'resumed from {workdir}/checkpoints/{restored}', flush=True)
     start = int(state.step)
-    step_fn = make_train_step(model, objective, optimizer, lr_schedule(_opt_cfg(config)),
-                              StepConfig(config.seed, config.coupling.method,
-                                         config.coupling.sinkhorn_epsilon, tuple(config.ema_decays)),
-                              mesh)
     rows = parallel.process_batch_slice(config.batch_size, mesh)
     pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed, rows,
                              start_step=start, prefetch=config.train.prefetch)
@@ -148,7 +156,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     progress = Progress('train', config.total_steps, start=start, unit='steps',
                         enabled=show_progress and jax.process_index() == 0)
     last_metrics, prev_metrics, t_log, step_log = {}, None, time.time(), start
-    step = start
+    step = saved = start
     try:
         while step < config.total_steps:
             batch = parallel.global_batch_from_local(next(pipeline), mesh)
@@ -172,19 +180,23 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
                                       f'skipped {int(m["skipped_total"])}', force=True)
             if step % config.checkpoint_every == 0 or step == config.total_steps:
                 checkpoints.save(manager, step, state)
+                saved = step
             if step % config.sample_every == 0 or step == config.total_steps:
                 grids.write(workdir, step, state, writer)
             if stop.should_stop(step):
-                checkpoints.save(manager, step, state, force=True)
+                if saved != step:
+                    checkpoints.save(manager, step, state, force=True)
                 if jax.process_index() == 0:
                     print(f'stopped by signal at step {step}; checkpoint saved', flush=True)
                 break
     finally:
-        manager.wait_until_finished()
-        progress.close()
-        writer.close()
-        pipeline.close()
-        stop.uninstall()
+        try:
+            checkpoints.wait(manager)
+        finally:
+            progress.close()
+            writer.close()
+            pipeline.close()
+            stop.uninstall()
     last_metrics['trace_count'] = step_fn.trace_count()
     last_metrics['final_step'] = step
     return last_metrics

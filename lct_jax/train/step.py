@@ -33,6 +33,10 @@ class StepConfig:
     sinkhorn_epsilon: float = 0.01
     ema_decays: tuple = (0.9999, 0.99993)
 
+    def __post_init__(self):
+        if self.coupling not in coupling.METHODS:
+            raise ValueError(f'unknown coupling method {self.coupling!r}; valid: {coupling.METHODS}')
+
 
 def _all_finite(tree):
     leaves = jax.tree_util.tree_leaves(tree)

@@ -1,0 +1,278 @@
+"""Where a train step's time goes: `python benchmarks/run.py` -> benchmarks/results.json + README.md.
+
+Measured in one run, side by side (this machine is shared and noisy: compare
+ratios, not absolute times):
+  overhead_ratio   full train step / the network's own work (student fwd+bwd + target fwd, jitted alone)
+  ot_seconds       the OT coupling against the per-device batch (16..256, 4096-d points), per solver
+  ot_fraction      OT time / train-step time at the paper's per-device batch of 128
+  optimizer_ema    RAdam update + EMA updates alone
+  flops            XLA's cost analysis of the step against the analytic FLOPs of the network's work
+  mfu_cpu          analytic FLOPs / step time / measured f32 matmul peak of this CPU
+  compiles_per_run traces of the step over a run crossing all curriculum stages, and its compile time
+  peak_memory      XLA's memory analysis of the paper step at per-device batch 32 / 64 / 128 (compiled, not run)
+  input_pipeline   reader examples/s against what a train step consumes per second
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from configs import celebahq256, default  # noqa: E402
+from lct_jax import coupling, parallel  # noqa: E402
+from lct_jax.builders import build_model, build_objective  # noqa: E402
+from lct_jax.models.unet import unet_layout  # noqa: E402
+from lct_jax.objective import slct_loss  # noqa: E402
+from lct_jax.train import loop  # noqa: E402
+from lct_jax.train.state import lr_schedule, make_optimizer  # noqa: E402
+from lct_jax.train.step import StepConfig, make_train_step  # noqa: E402
+
+
+def timeit(fn, *args, repeats=5, warmup=1):
+    """Median seconds of fn(*args) (blocked until ready), after warm-up calls."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def matmul_peak(n=2048):
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    return 2 * n**3 / timeit(f, a, repeats=10)
+
+
+def reduced_paper_config(batch):
+    c = celebahq256.get_config()
+    with c.unlocked():
+        c.model.model_channels = 32     # the paper's UNet, fewer channels: same depth and attention
+        c.batch_size = batch
+    return c
+
+
+def analytic_forward_flops(config, batch):
+    """Multiply-adds x 2 of the UNet forward: convolutions, dense layers, attention."""
+    m = config.model
+    conv_ch, enc, dec = unet_layout(m.img_resolution, m.in_channels, m.model_channels, tuple(m.channel_mult),
+                                    m.num_blocks, tuple(m.attn_resolutions))
+    r = m.img_resolution
+    emb = m.model_channels * 4
+    f = 2 * r * r * m.in_channels * conv_ch * 9 + 2 * (m.model_channels * emb + emb * emb)
+    for s in enc + dec:
+        hw = s.resolution ** 2
+        f += 2 * hw * s.in_channels * s.out_channels * 9 + 2 * hw * s.out_channels**2 * 9
+        f += 2 * emb * 2 * s.out_channels
+        if s.in_channels != s.out_channels:
+            f += 2 * hw * s.in_channels * s.out_channels
+        if s.attention:
+            c = s.out_channels
+            f += 2 * hw * c * 3 * c + 2 * 2 * hw * hw * c + 2 * hw * c * c
+    f += 2 * r * r * m.model_channels * m.out_channels * 9
+    return batch * f
+
+
+def step_breakdown(config, mesh):
+    """Full step vs the network's own work, optimizer+EMA, and XLA's FLOP count."""
+    model, obj, state, step = loop.build_training(config, mesh)
+    optimizer = make_optimizer(loop._opt_cfg(config))
+    m = config.model
+    shape = (config.batch_size, m.img_resolution, m.img_resolution, m.in_channels)
+    batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
+    t0 = time.perf_counter()
+    compiled = step.jitted.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    xla_flops = float(compiled.cost_analysis().get('flops', float('nan')))
+
+    holder = [state]
+
+    def run_step(b):
+        holder[0], metrics = compiled(holder[0], b)
+        return metrics['loss']
+
+    step_s = timeit(run_step, batch)
+
+    params = holder[0].params
+    z = jax.random.normal(jax.random.key(2), shape)
+
+    @jax.jit
+    def network_work(params, x, z):  # what the step cannot avoid: student fwd+bwd, target fwd
+        return jax.value_and_grad(lambda p: slct_loss(p, model.apply, x, z, jax.random.key(3), 5, obj)[0])(params)
+
+    net_s = timeit(network_work, params, batch, z)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+
+    @jax.jit
+    def opt_and_ema(opt_state, params, ema, grads):
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        new = optax.apply_updates(params, updates)
+        ema = {k: jax.tree_util.tree_map(lambda e, p: 0.9999 * e + 1e-4 * p, v, new) for k, v in ema.items()}
+        return opt_state, new, ema
+
+    opt_s = timeit(opt_and_ema, holder[0].opt_state, params, holder[0].ema, grads)
+    analytic = 4 * analytic_forward_flops(config, config.batch_size)  # fwd + 2x bwd + target fwd
+    return {'batch': config.batch_size, 'step_seconds': step_s, 'network_seconds': net_s,
+            'overhead_ratio': step_s / net_s, 'optimizer_ema_seconds': opt_s, 'compile_seconds': compile_s,
+            'xla_flops': xla_flops, 'analytic_network_flops': analytic,
+            'xla_over_analytic': xla_flops / analytic, 'achieved_flops_per_s': analytic / step_s}
+
+
+def ot_times(batches=(16, 32, 64, 128, 256), dim=(32, 32, 4)):
+    out = {}
+    for method in ('exact', 'sinkhorn'):
+        f = jax.jit(lambda x, z, m=method: coupling.couple(x, z, m)[0])
+        for b in batches:
+            x = 0.5 * jax.random.normal(jax.random.key(0), (b, *dim))
+            z = jax.random.normal(jax.random.key(1), (b, *dim))
+            out[f'{method}_{b}'] = timeit(f, x, z, repeats=3)
+    return out
+
+
+def compiles_per_run(mesh):
+    config = default.get_config('smoke')
+    with config.unlocked():
+        config.total_steps = 14       # stage length 2: crosses all 5 stages of s1 = 160
+    _, _, state, step = loop.build_training(config, mesh)
+    batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), (16, 8, 8, 1)), parallel.batch_sharding(mesh))
+    stages = set()
+    for _ in range(config.total_steps):
+        state, m = step(state, batch)
+        stages.add(int(m['num_scales']))
+    return {'steps': config.total_steps, 'stages_crossed': sorted(stages), 'compiles_per_run': step.trace_count()}
+
+
+def peak_memory(mesh, batches=(32, 64, 128)):
+    out = {}
+    config = celebahq256.get_config()
+    for b in batches:
+        with config.unlocked():
+            config.batch_size = b * mesh.devices.size
+        model, obj = build_model(config), build_objective(config)
+        opt_cfg = loop._opt_cfg(config)
+        optimizer = make_optimizer(opt_cfg)
+        abstract = jax.eval_shape(lambda: loop.make_initial_state(config, model, optimizer, mesh))
+        abstract = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), abstract)
+        step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), StepConfig(0), mesh)
+        batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 4), jnp.float32, sharding=parallel.batch_sharding(mesh))
+        mem = step.jitted.lower(abstract, batch).compile().memory_analysis()
+        total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
+            - mem.alias_size_in_bytes
+        out[f'per_device_batch_{b}'] = {'temp_gb': mem.temp_size_in_bytes / 1e9,
+                                        'arguments_gb': mem.argument_size_in_bytes / 1e9,
+                                        'peak_estimate_gb': total / 1e9}
+    return out
+
+
+def input_pipeline(shape, batch, n=4096, steps=20):
+    from lct_jax.data import encode as encode_lib, latents, tfrecord
+    from lct_jax.data.pipeline import InputPipeline, Normalizer
+    d = tempfile.mkdtemp()
+    names = [latents.shard_name(i, 2) for i in range(2)]
+    rng = np.random.default_rng(0)
+    for i, name in enumerate(names):
+        with tfrecord.TFRecordWriter(os.path.join(d, name)) as w:
+            for j in range(i * n // 2, (i + 1) * n // 2):
+                w.write(tfrecord.encode_latent(rng.standard_normal(shape).astype(np.float32), j))
+    encode_lib.write_stats(d, names, 1.0, shape)
+    json.dump({'count': n, 'shape': list(shape), 'dtype': 'float32', 'scale_factor': 1.0, 'shards': names},
+              open(os.path.join(d, latents.MANIFEST), 'w'))
+    ds = latents.LatentDataset(d)
+    p = InputPipeline(ds, Normalizer.from_dir(d), batch, 0, slice(0, batch))
+    next(p)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        next(p)
+    p.close()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def main():
+    mesh = parallel.make_mesh()
+    results = {'machine': {'platform': platform.platform(), 'processor': platform.processor(),
+                           'cpus': os.cpu_count(), 'jax': jax.__version__, 'devices': jax.device_count(),
+                           'backend': jax.default_backend()}}
+    results['matmul_peak_flops_per_s'] = matmul_peak()
+    print('matmul peak', results['matmul_peak_flops_per_s'] / 1e9, 'GFLOP/s', flush=True)
+    results['default'] = step_breakdown(default.get_config(), mesh)
+    print('default', results['default'], flush=True)
+    results['reduced_paper'] = step_breakdown(reduced_paper_config(8), mesh)
+    print('reduced paper', results['reduced_paper'], flush=True)
+    for k in ('default', 'reduced_paper'):
+        results[k]['mfu_cpu'] = results[k]['achieved_flops_per_s'] / results['matmul_peak_flops_per_s']
+    results['ot_seconds'] = ot_times()
+    print('ot', results['ot_seconds'], flush=True)
+    # The paper step at per-device batch 128 is too slow to run here; its time is the measured
+    # paper-size step at a small batch, scaled linearly in the batch (convs are batch-linear).
+    paper = step_breakdown(_paper_config(4), mesh)
+    results['paper_step_batch4'] = paper
+    step_128 = paper['step_seconds'] * 128 / 4
+    results['ot_fraction'] = {'paper_step_seconds_at_128_cpu_extrapolated': step_128,
+                              'exact_ot_seconds_at_128': results['ot_seconds']['exact_128'],
+                              'ot_fraction': results['ot_seconds']['exact_128'] / step_128}
+    results['compiles'] = compiles_per_run(mesh)
+    results['peak_memory_paper'] = peak_memory(mesh)
+    for name, cfg, shape in (('default', default.get_config(), (8, 8, 1)),
+                             ('paper', celebahq256.get_config(), (32, 32, 4))):
+        eps = input_pipeline(shape, cfg.batch_size)
+        consumed = cfg.batch_size / (results['default']['step_seconds'] if name == 'default' else step_128)
+        results[f'input_pipeline_{name}'] = {'reader_examples_per_s': eps, 'step_consumes_examples_per_s': consumed,
+                                             'headroom': eps / consumed}
+    out = os.path.join(ROOT, 'benchmarks', 'results.json')
+    json.dump(results, open(out, 'w'), indent=1)
+    write_markdown(results, os.path.join(ROOT, 'benchmarks', 'results.md'))
+    print(json.dumps(results, indent=1))
+
+
+def _paper_config(batch):
+    c = celebahq256.get_config()
+    with c.unlocked():
+        c.batch_size = batch
+    return c
+
+
+def write_markdown(r, path):
+    d, p = r['default'], r['reduced_paper']
+    lines = [f"Machine: {r['machine']['processor'] or r['machine']['platform']}, {r['machine']['cpus']} cores, "
+             f"jax {r['machine']['jax']} ({r['machine']['backend']}, {r['machine']['devices']} device); "
+             f"f32 matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s.", '',
+             '| | default (digits, batch 64) | reduced paper UNet (32 ch, batch 8) |', '|---|---|---|']
+    for key, fmt in (('step_seconds', '{:.4f}'), ('network_seconds', '{:.4f}'), ('overhead_ratio', '{:.3f}'),
+                     ('optimizer_ema_seconds', '{:.4f}'), ('compile_seconds', '{:.1f}'),
+                     ('xla_over_analytic', '{:.3f}'), ('mfu_cpu', '{:.3f}')):
+        lines.append(f'| {key} | {fmt.format(d[key])} | {fmt.format(p[key])} |')
+    lines += ['', '| OT per-device batch | ' + ' | '.join(str(b) for b in (16, 32, 64, 128, 256)) + ' |',
+              '|---|' + '---|' * 5]
+    for m in ('exact', 'sinkhorn'):
+        lines.append(f'| {m} (s) | ' + ' | '.join(f"{r['ot_seconds'][f'{m}_{b}']:.4f}" for b in (16, 32, 64, 128, 256)) + ' |')
+    o = r['ot_fraction']
+    lines += ['', f"ot_fraction at per-device batch 128: {o['ot_fraction']:.5f} (exact OT {o['exact_ot_seconds_at_128']:.4f} s "
+              f"vs the paper step {o['paper_step_seconds_at_128_cpu_extrapolated']:.1f} s on this CPU, extrapolated from batch 4)",
+              f"compiles_per_run: {r['compiles']['compiles_per_run']} over {r['compiles']['steps']} steps crossing N = "
+              f"{r['compiles']['stages_crossed']}", '',
+              '| paper step, per-device batch | temp GB | arguments GB | peak estimate GB |', '|---|---|---|---|']
+    for k, v in r['peak_memory_paper'].items():
+        lines.append(f"| {k.split('_')[-1]} | {v['temp_gb']:.2f} | {v['arguments_gb']:.2f} | {v['peak_estimate_gb']:.2f} |")
+    lines += ['', '| input pipeline | reader examples/s | step consumes examples/s | headroom |', '|---|---|---|---|']
+    for k in ('default', 'paper'):
+        v = r[f'input_pipeline_{k}']
+        lines.append(f"| {k} | {v['reader_examples_per_s']:.0f} | {v['step_consumes_examples_per_s']:.1f} | {v['headroom']:.1f}x |")
+    open(path, 'w').write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()
