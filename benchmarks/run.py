@@ -234,7 +234,7 @@ def main():
                                              'headroom': eps / consumed}
     out = os.path.join(ROOT, 'benchmarks', 'results.json')
     json.dump(results, open(out, 'w'), indent=1)
-    write_markdown(results, os.path.join(ROOT, 'benchmarks', 'results.md'))
+    write_markdown(results, os.path.join(ROOT, 'benchmarks', 'README.md'))
     print(json.dumps(results, indent=1))
 
 
@@ -247,7 +247,12 @@ def _paper_config(batch):
 
 def write_markdown(r, path):
     d, p = r['default'], r['reduced_paper']
-    lines = [f"Machine: {r['machine']['processor'] or r['machine']['platform']}, {r['machine']['cpus']} cores, "
+    lines = ['# Benchmarks', '',
+             'Made by `python benchmarks/run.py` (about 10 minutes on 2 CPU cores), which rewrites this file and',
+             '`results.json`. All times are medians of repeated calls in one run; compare ratios, not absolute times',
+             '(this machine is shared and noisy). No accelerator here: the CPU numbers show where time goes,',
+             'not what a TPU or GPU achieves.', '',
+             f"Machine: {r['machine']['processor'] or r['machine']['platform']}, {r['machine']['cpus']} cores, "
              f"jax {r['machine']['jax']} ({r['machine']['backend']}, {r['machine']['devices']} device); "
              f"f32 matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s.", '',
              '| | default (digits, batch 64) | reduced paper UNet (32 ch, batch 8) |', '|---|---|---|']
