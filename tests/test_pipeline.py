@@ -83,12 +83,16 @@ def test_corrupt_shard_stops_reading_with_file_and_record(digits_dir, tmp_path):
 def test_interrupted_encode_finishes_with_identical_shards(digits_dir, tmp_path):
     d = str(tmp_path / 'again')
     encode.encode_dataset(DigitsSource(8), identity_codec(1), d, examples_per_shard=500, show_progress=False)
-    os.remove(os.path.join(d, 'shard-00002-of-00004.tfrecord'))
+    # a kill while shard 2 was being written leaves only its .partial file
+    os.replace(os.path.join(d, 'shard-00002-of-00004.tfrecord'), os.path.join(d, 'shard-00002-of-00004.tfrecord.partial'))
+    with open(os.path.join(d, 'shard-00002-of-00004.tfrecord.partial'), 'r+b') as f:
+        f.truncate(1000)
     with open(os.path.join(d, 'shard-00003-of-00004.tfrecord'), 'r+b') as f:
         f.truncate(100)  # a shard cut short by a kill is detected and redone
     before = os.path.getmtime(os.path.join(d, 'shard-00000-of-00004.tfrecord'))
     encode.encode_dataset(DigitsSource(8), identity_codec(1), d, examples_per_shard=500, show_progress=False)
     assert os.path.getmtime(os.path.join(d, 'shard-00000-of-00004.tfrecord')) == before
+    assert not any(n.endswith('.partial') for n in os.listdir(d))
     for name in latents.read_manifest(d)['shards']:
         with open(os.path.join(d, name), 'rb') as a, open(os.path.join(digits_dir, name), 'rb') as b:
             assert a.read() == b.read(), name

@@ -84,6 +84,17 @@ def test_smoke_run_leaves_everything_and_compiles_once(tmp_path):
     # a second call resumes at the end and does nothing more
     again = loop.train(smoke_config(), workdir, show_progress=False)
     assert again['final_step'] == 20
+    # --mode=sample and --mode=evaluate on this run's checkpoint
+    from lct_jax import cli
+    cfg = smoke_config(**{'sampling.num_samples': 40, 'sampling.batch_size': 16, 'sampling.image_format': 'jpeg'})
+    cli.sample(cfg, workdir)
+    out = os.path.join(workdir, 'samples', 'step_20_ema_0.99_2step')
+    assert len(glob.glob(os.path.join(out, '*.jpg'))) == 40 and os.path.exists(out + '.npz')
+    rows = cli.evaluate(cfg, workdir)
+    assert [r['sampler'] for r in rows] == ['1-step', '2-step'] and all(np.isfinite(r['fid']) for r in rows)
+    assert all(0 <= r['recall'] <= 1 for r in rows)
+    table = open(os.path.join(workdir, 'results.md')).read()
+    assert table.count('| default:smoke | step 20:ema_0.99 |') == 2
 
 
 def _nan_dataset(d, n=32):
