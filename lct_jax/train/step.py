@@ -63,16 +63,20 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
                                          state.step, objective)
         finite = jnp.isfinite(loss) & _all_finite(grads)
 
-        # Always compute the update, then keep the old values where the step is not finite, so
-        # XLA can fuse the selects into the elementwise optimizer and EMA updates (a lax.cond
-        # boundary blocks that fusion and made the step measurably slower, benchmarks/README.md).
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        ema = {name: jax.tree_util.tree_map(lambda e, p, d=_decay(name): d * e + (1.0 - d) * p, old, params)
-               for name, old in state.ema.items()}
-        keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
-        params, opt_state, ema = keep(params, state.params), keep(opt_state, state.opt_state), keep(ema, state.ema)
-        update_norm = jnp.where(finite, optax.global_norm(updates), 0.0)
+        def apply_update(_):
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            ema = {name: jax.tree_util.tree_map(lambda e, p, d=_decay(name): d * e + (1.0 - d) * p,
+                                                old, params)
+                   for name, old in state.ema.items()}
+            return params, opt_state, ema, optax.global_norm(updates)
+
+        def skip_update(_):
+            return state.params, state.opt_state, state.ema, jnp.float32(0.0)
+
+        # A cond, not per-leaf selects: with selects XLA's CPU compile of the paper-size step did
+        # not finish in 14 minutes (benchmarks/README.md); the cond compiles in about 2.
+        params, opt_state, ema, update_norm = jax.lax.cond(finite, apply_update, skip_update, None)
         skipped = (~finite).astype(jnp.int32)
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
