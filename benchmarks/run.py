@@ -281,7 +281,12 @@ def write_markdown(r, path):
     for k in ('default', 'paper'):
         v = r[f'input_pipeline_{k}']
         lines.append(f"| {k} | {v['reader_examples_per_s']:.0f} | {v['step_consumes_examples_per_s']:.1f} | {v['headroom']:.1f}x |")
-    open(path, 'w').write('\n'.join(lines) + '\n')
+    notes = ''
+    if os.path.exists(path):  # keep the hand-written notes below the generated tables
+        old = open(path).read()
+        if '\n## Notes' in old:
+            notes = old[old.index('\n## Notes'):]
+    open(path, 'w').write('\n'.join(lines) + '\n' + notes)
 
 
 if __name__ == '__main__':
