@@ -1,6 +1,4 @@
 """FID network and distance against pytorch-fid; precision/recall; sampling; the results table."""
-import json
-import os
 
 import jax
 import jax.numpy as jnp
