@@ -4,12 +4,13 @@ Measured in one run, side by side (this machine is shared and noisy: compare
 ratios, not absolute times):
   overhead_ratio   full train step / the network's own work (student fwd+bwd + target fwd, jitted alone)
   ot_seconds       the OT coupling against the per-device batch (16..256, 4096-d points), per solver
-  ot_fraction      OT time / train-step time at the paper's per-device batch of 128
+  ot_fraction      the paper step's OT pairing program / the whole paper step, per-device batch 128
   optimizer_ema    RAdam update + EMA updates alone
   flops            XLA's cost analysis of the step against the analytic FLOPs of the network's work
   mfu_cpu          analytic FLOPs / step time / measured f32 matmul peak of this CPU
   compiles_per_run traces of the step over a run crossing all curriculum stages, and its compile time
-  peak_memory      XLA's memory analysis of the paper step at per-device batch 32 / 64 / 128 (compiled, not run)
+  peak_memory      XLA's memory analysis of the paper step at per-device batch 32 / 64 / 128, with and
+                   without remat (compiled, not run)
   input_pipeline   reader examples/s against what a train step consumes per second
 """
 from __future__ import annotations
@@ -94,17 +95,19 @@ def step_breakdown(config, mesh):
     shape = (config.batch_size, m.img_resolution, m.img_resolution, m.in_channels)
     batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
     t0 = time.perf_counter()
-    compiled = step.jitted.lower(state, batch).compile()
+    pair, update = (lowered.compile() for lowered in step.lower(state, batch))
     compile_s = time.perf_counter() - t0
-    xla_flops = float(compiled.cost_analysis().get('flops', float('nan')))
+    xla_flops = sum(float(c.cost_analysis().get('flops', float('nan'))) for c in (pair, update))
 
     holder = [state]
 
-    def run_step(b):
-        holder[0], metrics = compiled(holder[0], b)
+    def run_step(b):  # what CompiledStep.__call__ does, with the AOT-compiled programs
+        z, ratio = pair(holder[0].step, b)
+        holder[0], metrics = update(holder[0], b, z, ratio)
         return metrics['loss']
 
     step_s = timeit(run_step, batch)
+    pair_s = timeit(lambda b: pair(holder[0].step, b)[0], batch)
 
     params = holder[0].params
     z = jax.random.normal(jax.random.key(2), shape)
@@ -126,7 +129,8 @@ def step_breakdown(config, mesh):
     opt_s = timeit(opt_and_ema, holder[0].opt_state, params, holder[0].ema, grads)
     analytic = 4 * analytic_forward_flops(config, config.batch_size)  # fwd + 2x bwd + target fwd
     return {'batch': config.batch_size, 'step_seconds': step_s, 'network_seconds': net_s,
-            'overhead_ratio': step_s / net_s, 'optimizer_ema_seconds': opt_s, 'compile_seconds': compile_s,
+            'overhead_ratio': step_s / net_s, 'optimizer_ema_seconds': opt_s, 'pair_noise_seconds': pair_s,
+            'compile_seconds': compile_s,
             'xla_flops': xla_flops, 'analytic_network_flops': analytic,
             'xla_over_analytic': xla_flops / analytic, 'achieved_flops_per_s': analytic / step_s}
 
@@ -142,6 +146,45 @@ def ot_times(batches=(16, 32, 64, 128, 256), dim=(32, 32, 4)):
     return out
 
 
+def paper_step(mesh, per_device_batch, run_batch):
+    """The paper's own step: its pair_noise program at `per_device_batch`, its update at `run_batch`.
+
+    Both measured (one timed call after a warm-up: a paper update takes minutes on a CPU). When
+    run_batch < per_device_batch (the update at 128 needs more memory than this machine has),
+    the update time is scaled linearly in the batch, and labelled so.
+    """
+    def build(b):
+        config = _paper_config(b * mesh.devices.size)
+        _, _, state, step = loop.build_training(config, mesh)
+        shape = (config.batch_size, 32, 32, 4)
+        batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
+        return state, step, batch
+
+    state, step, batch = build(per_device_batch)
+    pair = step.pair_noise.lower(state.step, batch).compile()
+    pair_s = timeit(lambda b: pair(state.step, b)[0], batch, repeats=5)
+    if run_batch != per_device_batch:
+        del state, step
+        state, step, batch = build(run_batch)
+    t0 = time.perf_counter()
+    update = step.lower(state, batch)[1].compile()
+    compile_s = time.perf_counter() - t0
+    run_pair = step.pair_noise.lower(state.step, batch).compile()
+    holder = [state]
+
+    def run_update(b):
+        z, ratio = run_pair(holder[0].step, b)
+        holder[0], metrics = update(holder[0], b, z, ratio)
+        return metrics['loss']
+
+    run_s = timeit(run_update, batch, repeats=1)
+    update_s = run_s * per_device_batch / run_batch
+    return {'per_device_batch': per_device_batch, 'pair_noise_seconds': pair_s, 'measured_batch': run_batch,
+            'measured_step_seconds': run_s, 'update_compile_seconds': compile_s,
+            'step_seconds': update_s, 'step_extrapolated': run_batch != per_device_batch,
+            'ot_fraction': pair_s / update_s}
+
+
 def compiles_per_run(mesh):
     config = default.get_config('smoke')
     with config.unlocked():
@@ -155,26 +198,33 @@ def compiles_per_run(mesh):
     return {'steps': config.total_steps, 'stages_crossed': sorted(stages), 'compiles_per_run': step.trace_count()}
 
 
-def peak_memory(mesh, batches=(32, 64, 128)):
+def peak_memory(mesh, batches=(32, 64, 128), remat_options=(False, True)):
+    """XLA's memory analysis of the paper's update program (compiled, not run), with and without remat."""
     out = {}
     config = celebahq256.get_config()
     for b in batches:
-        with config.unlocked():
-            config.batch_size = b * mesh.devices.size
-        model, obj = build_model(config), build_objective(config)
-        opt_cfg = loop._opt_cfg(config)
-        optimizer = make_optimizer(opt_cfg)
-        abstract = jax.eval_shape(lambda: loop.make_initial_state(config, model, optimizer, mesh))
-        abstract = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), abstract)
-        step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), StepConfig(0), mesh)
-        batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 4), jnp.float32, sharding=parallel.batch_sharding(mesh))
-        mem = step.jitted.lower(abstract, batch).compile().memory_analysis()
-        total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
-            - mem.alias_size_in_bytes
-        out[f'per_device_batch_{b}'] = {'temp_gb': mem.temp_size_in_bytes / 1e9,
-                                        'arguments_gb': mem.argument_size_in_bytes / 1e9,
-                                        'peak_estimate_gb': total / 1e9}
+        for remat in remat_options:
+            with config.unlocked():
+                config.batch_size = b * mesh.devices.size
+                config.model.remat = remat
+            model, obj = build_model(config), build_objective(config)
+            opt_cfg = loop._opt_cfg(config)
+            optimizer = make_optimizer(opt_cfg)
+            abstract = jax.eval_shape(lambda: loop.make_initial_state(config, model, optimizer, mesh))
+            abstract = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), abstract)
+            step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), StepConfig(0), mesh)
+            batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 4), jnp.float32,
+                                         sharding=parallel.batch_sharding(mesh))
+            t0 = time.perf_counter()
+            mem = step.lower(abstract, batch)[1].compile().memory_analysis()
+            total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
+                - mem.alias_size_in_bytes
+            key = f'per_device_batch_{b}' + ('_remat' if remat else '')
+            out[key] = {'batch': b, 'remat': remat, 'temp_gb': mem.temp_size_in_bytes / 1e9,
+                        'arguments_gb': mem.argument_size_in_bytes / 1e9, 'peak_estimate_gb': total / 1e9,
+                        'compile_seconds': time.perf_counter() - t0}
+            print(key, out[key], flush=True)
     return out
 
 
@@ -216,21 +266,21 @@ def main():
         results[k]['mfu_cpu'] = results[k]['achieved_flops_per_s'] / results['matmul_peak_flops_per_s']
     results['ot_seconds'] = ot_times()
     print('ot', results['ot_seconds'], flush=True)
-    # The paper step at per-device batch 128 cannot run here (and compiling the 151M-parameter step
-    # takes many minutes on this CPU): estimate its time from its analytic FLOPs at the FLOP rate
-    # the reduced paper UNet achieved in this run. An estimate, labelled as one.
-    rp = results['reduced_paper']
-    step_128 = 4 * analytic_forward_flops(_paper_config(128), 128) / rp['achieved_flops_per_s']
-    results['ot_fraction'] = {'paper_step_seconds_at_128_cpu_estimated': step_128,
-                              'exact_ot_seconds_at_128': results['ot_seconds']['exact_128'],
-                              'ot_fraction': results['ot_seconds']['exact_128'] / step_128}
+    # The paper step at per-device batch 128 needs about 25 GB with its temporaries: on a CPU with
+    # less, its update is run at 32 and scaled linearly (labelled so); its OT program runs at 128.
+    quick = '--quick' in sys.argv
+    if not quick:
+        run_batch = 128 if jax.default_backend() != 'cpu' else 32
+        results['ot_fraction'] = paper_step(mesh, 128, run_batch)
+        print('paper step', results['ot_fraction'], flush=True)
     results['compiles'] = compiles_per_run(mesh)
-    if '--memory' in sys.argv:  # compiles the full paper step three times: slow on a CPU
+    if not quick:  # compiles the full paper step six times: about 15 minutes on 2 CPU cores
         results['peak_memory_paper'] = peak_memory(mesh)
+    paper_step_s = results['ot_fraction']['step_seconds'] if not quick else float('nan')
     for name, cfg, shape in (('default', default.get_config(), (8, 8, 1)),
                              ('paper', celebahq256.get_config(), (32, 32, 4))):
         eps = input_pipeline(shape, cfg.batch_size)
-        consumed = cfg.batch_size / (results['default']['step_seconds'] if name == 'default' else step_128)
+        consumed = cfg.batch_size / (results['default']['step_seconds'] if name == 'default' else paper_step_s)
         results[f'input_pipeline_{name}'] = {'reader_examples_per_s': eps, 'step_consumes_examples_per_s': consumed,
                                              'headroom': eps / consumed}
     out = os.path.join(ROOT, 'benchmarks', 'results.json')
@@ -248,39 +298,52 @@ def _paper_config(batch):
 
 def write_markdown(r, path):
     d, p = r['default'], r['reduced_paper']
+    machine = r['machine']
     lines = ['# Benchmarks', '',
-             'Made by `python benchmarks/run.py` (about 10 minutes on 2 idle CPU cores), which rewrites this file and',
-             '`results.json`. All times are medians of repeated calls in one run; compare ratios, not absolute times',
-             '(this machine is shared and noisy). No accelerator here: the CPU numbers show where time goes,',
-             'not what a TPU or GPU achieves.', '',
-             f"Machine: {r['machine']['processor'] or r['machine']['platform']}, {r['machine']['cpus']} cores, "
-             f"jax {r['machine']['jax']} ({r['machine']['backend']}, {r['machine']['devices']} device); "
+             'Made by `python benchmarks/run.py` (about 30 minutes on 2 idle CPU cores; `--quick` skips the',
+             'full paper step and its memory analysis, about 8 minutes), which rewrites the tables of this file',
+             'and `results.json`. Times are medians of repeated calls in one run; compare ratios, not absolute',
+             'times (this machine is shared and noisy). No accelerator here: the CPU numbers show where time',
+             'goes, not what a TPU or GPU achieves.', '',
+             f"Machine: {machine['processor'] or machine['platform']}, {machine['cpus']} cores, "
+             f"jax {machine['jax']} ({machine['backend']}, {machine['devices']} device); "
              f"f32 matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s.", '',
+             '## Step breakdown', '',
+             '`network_seconds` is the network\'s own work jitted alone (student forward + backward, target',
+             'forward); `step_seconds` the whole train step (noise + OT pairing program, then the update program:',
+             'loss, gradient, RAdam, two EMAs, skip logic, metrics).', '',
              '| | default (digits, batch 64) | reduced paper UNet (32 ch, batch 8) |', '|---|---|---|']
     for key, fmt in (('step_seconds', '{:.4f}'), ('network_seconds', '{:.4f}'), ('overhead_ratio', '{:.3f}'),
-                     ('optimizer_ema_seconds', '{:.4f}'), ('compile_seconds', '{:.1f}'),
-                     ('xla_over_analytic', '{:.3f}'), ('mfu_cpu', '{:.3f}')):
+                     ('pair_noise_seconds', '{:.4f}'), ('optimizer_ema_seconds', '{:.4f}'),
+                     ('compile_seconds', '{:.1f}'), ('xla_over_analytic', '{:.3f}'), ('mfu_cpu', '{:.3f}')):
         lines.append(f'| {key} | {fmt.format(d[key])} | {fmt.format(p[key])} |')
-    lines += ['', '| OT per-device batch | ' + ' | '.join(str(b) for b in (16, 32, 64, 128, 256)) + ' |',
+    c = r['compiles']
+    lines += ['', f"compiles_per_run: {c['compiles_per_run']} over {c['steps']} steps crossing N = {c['stages_crossed']}",
+              '', '## OT coupling', '', '| OT per-device batch | ' + ' | '.join(str(b) for b in (16, 32, 64, 128, 256)) + ' |',
               '|---|' + '---|' * 5]
     for m in ('exact', 'sinkhorn'):
         lines.append(f'| {m} (s) | ' + ' | '.join(f"{r['ot_seconds'][f'{m}_{b}']:.4f}" for b in (16, 32, 64, 128, 256)) + ' |')
-    o = r['ot_fraction']
-    lines += ['', f"ot_fraction at per-device batch 128: {o['ot_fraction']:.5f} (exact OT {o['exact_ot_seconds_at_128']:.4f} s "
-              f"vs the paper step, {o['paper_step_seconds_at_128_cpu_estimated']:.1f} s on this CPU, estimated from its "
-              "analytic FLOPs at the FLOP rate the reduced paper UNet achieved)",
-              f"compiles_per_run: {r['compiles']['compiles_per_run']} over {r['compiles']['steps']} steps crossing N = "
-              f"{r['compiles']['stages_crossed']}"]
+    if 'ot_fraction' in r:
+        o = r['ot_fraction']
+        how = (f"measured at per-device batch {o['measured_batch']} ({o['measured_step_seconds']:.1f} s) and scaled "
+               f"linearly to {o['per_device_batch']}" if o['step_extrapolated'] else 'measured')
+        lines += ['', f"ot_fraction of the paper step (151M-parameter UNet) at per-device batch {o['per_device_batch']}: "
+                  f"**{o['ot_fraction']:.5f}** = the step's pair_noise program ({o['pair_noise_seconds']:.4f} s, measured "
+                  f"at {o['per_device_batch']}) / the whole step ({o['step_seconds']:.1f} s, {how})."]
     if 'peak_memory_paper' in r:
-        lines += ['', '| paper step, per-device batch | temp GB | arguments GB | peak estimate GB |', '|---|---|---|---|']
-        for k, v in r['peak_memory_paper'].items():
-            lines.append(f"| {k.split('_')[-1]} | {v['temp_gb']:.2f} | {v['arguments_gb']:.2f} | {v['peak_estimate_gb']:.2f} |")
-    else:
-        lines += ['', 'Peak memory of the paper step: not measured in this run (`python benchmarks/run.py --memory`).']
-    lines += ['', '| input pipeline | reader examples/s | step consumes examples/s | headroom |', '|---|---|---|---|']
+        lines += ['', '## Peak memory of the paper step', '',
+                  '151M-parameter UNet, float32, RAdam + 2 EMAs: XLA\'s memory analysis of the compiled update program',
+                  '(not run): arguments + outputs + temporaries - donated aliases.', '',
+                  '| per-device batch | remat | temp GB | arguments GB | peak estimate GB |', '|---|---|---|---|---|']
+        for v in r['peak_memory_paper'].values():
+            lines.append(f"| {v['batch']} | {'yes' if v['remat'] else 'no'} | {v['temp_gb']:.2f} | "
+                         f"{v['arguments_gb']:.2f} | {v['peak_estimate_gb']:.2f} |")
+    lines += ['', '## Input pipeline', '', '| input pipeline | reader examples/s | step consumes examples/s | headroom |',
+              '|---|---|---|---|']
     for k in ('default', 'paper'):
         v = r[f'input_pipeline_{k}']
-        lines.append(f"| {k} | {v['reader_examples_per_s']:.0f} | {v['step_consumes_examples_per_s']:.1f} | {v['headroom']:.1f}x |")
+        lines.append(f"| {k} | {v['reader_examples_per_s']:.0f} | {v['step_consumes_examples_per_s']:.2f} | "
+                     f"{v['headroom']:.0f}x |")
     notes = ''
     if os.path.exists(path):  # keep the hand-written notes below the generated tables
         old = open(path).read()

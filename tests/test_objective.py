@@ -2,6 +2,7 @@
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,3 +92,30 @@ def test_fixed_c_and_no_diffusion_loss_options():
     assert float(m['diffusion_loss']) == 0.0 and float(loss) == pytest.approx(float(m['ct_loss']))
     with pytest.raises(ValueError, match='valid'):
         Objective(total_steps=1, loss_norm='cauchi')
+
+
+def _count_convs(jaxpr) -> int:
+    """conv_general_dilated equations in a jaxpr, including every nested sub-jaxpr."""
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == 'conv_general_dilated'
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            n += _count_convs(sub)
+    return n
+
+
+def test_target_forward_builds_no_backward_graph():
+    """value_and_grad(slct_loss) = student fwd + student bwd + target fwd, no target bwd.
+
+    A forward has K convolutions; the student's backward at most 2K (input and
+    weight gradients), so the whole step has at most 4K; a differentiated target
+    would add up to 2K more.
+    """
+    obj = Objective(total_steps=70)
+    params = _params()
+    x = jnp.zeros((4, 8, 8, 1))
+    forward = _count_convs(jax.make_jaxpr(lambda p: MODEL.apply({'params': p}, x, jnp.zeros((4,))))(params).jaxpr)
+    step = jax.make_jaxpr(jax.value_and_grad(
+        lambda p: slct_loss(p, MODEL.apply, x, x, jax.random.key(0), jnp.int32(3), obj)[0]))(params).jaxpr
+    total = _count_convs(step)
+    assert forward > 0 and 3 * forward < total <= 4 * forward, (forward, total)

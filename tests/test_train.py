@@ -61,6 +61,8 @@ def test_non_finite_batch_skips_the_update_and_is_counted():
     assert int(m['skipped_in_a_row']) == 2
     state, m = step(state, jax.device_put(_batch(), parallel.batch_sharding(mesh)))
     assert int(m['skipped']) == 0 and int(m['skipped_in_a_row']) == 0 and int(m['skipped_total']) == 2
+    # the run of 2 is remembered for the loop's check at the next log step
+    assert int(m['longest_skip_run']) == 2 and int(state.longest_skip_run) == 2
     assert np.isfinite(float(m['loss']))
 
 
@@ -110,7 +112,8 @@ def test_k_non_finite_steps_in_a_row_stop_the_run(tmp_path):
     d = str(tmp_path / 'nan')
     _nan_dataset(d)
     config = smoke_config(**{'data.latent_dir': d, 'data.expected_count': 32, 'train.max_skips_in_a_row': 3})
-    with pytest.raises(loop.NonFiniteError, match='3 consecutive steps had a non-finite'):
+    # checked at the first log step (step 5 of the smoke config), where 5 >= 3 steps were skipped
+    with pytest.raises(loop.NonFiniteError, match=r'5 consecutive steps had a non-finite.*max_skips_in_a_row=3'):
         loop.train(config, str(tmp_path / 'run'), show_progress=False)
 
 

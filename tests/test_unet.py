@@ -1,5 +1,6 @@
 """The Flax UNet against an independent PyTorch DhariwalUNet, its norms and its size."""
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -99,3 +100,54 @@ def test_strict_conversion_lists_every_problem():
     for part in ('missing keys (1): map_layer0.weight', 'unexpected keys (1): extra.weight',
                  'out_conv.bias: file (7,)', 'enc.16x16_block0.norm0.weight: a frozen scale must be all ones'):
         assert part in msg
+
+
+def _perturbed_params(model, x, seed=0):
+    params = jax.jit(model.init)(jax.random.key(seed), x, jnp.zeros((x.shape[0],)))['params']
+    leaves, tree = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
+    return jax.tree_util.tree_unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+
+
+def _eqns(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            yield from _eqns(sub)
+
+
+def test_bfloat16_compute_keeps_float32_statistics_softmax_and_time_embedding():
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 4))
+    labels = jnp.array([-300.0, 500.0])
+    params = _perturbed_params(UNet(**SMALL), x)
+    f32 = jax.jit(UNet(**SMALL).apply)({'params': params}, x, labels)
+    bf16_model = UNet(**SMALL, dtype=jnp.bfloat16)
+    bf16 = jax.jit(bf16_model.apply)({'params': params}, x, labels)
+    assert bf16.dtype == jnp.float32
+    err = float(jnp.abs(bf16 - f32).max() / jnp.abs(f32).max())
+    assert 1e-4 < err < 5e-2, err          # bf16 really used, and close to float32
+    eqns = list(_eqns(jax.make_jaxpr(bf16_model.apply)({'params': params}, x, labels).jaxpr))
+    convs = [e for e in eqns if e.primitive.name == 'conv_general_dilated']
+    assert convs and all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars)
+    for name in ('reduce_sum', 'exp', 'cos', 'sin', 'rsqrt', 'sqrt'):  # norms, softmax, time embedding
+        found = [e for e in eqns if e.primitive.name == name]
+        assert all(v.aval.dtype == jnp.float32 for e in found for v in e.invars), name
+    assert any(e.primitive.name == 'reduce_sum' for e in eqns) and any(e.primitive.name == 'exp' for e in eqns)
+
+
+def test_remat_gives_the_same_gradients_and_rematerialises():
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 4))
+    labels = jnp.array([-300.0, 500.0])
+    params = _perturbed_params(UNet(**SMALL), x)
+
+    def grads(model):
+        loss = lambda p: jnp.sum(model.apply({'params': p}, x, labels) ** 2)
+        return jax.jit(jax.grad(loss))(params), jax.make_jaxpr(jax.grad(loss))(params).jaxpr
+
+    plain, plain_jaxpr = grads(UNet(**SMALL))
+    remat, remat_jaxpr = grads(UNet(**SMALL, remat=True))
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max()),
+                           remat, plain)
+    # The backward recomputes the blocks' forward: more convolutions in the gradient's program.
+    convs = lambda j: sum(e.primitive.name == 'conv_general_dilated' for e in _eqns(j))
+    assert convs(remat_jaxpr) > convs(plain_jaxpr)

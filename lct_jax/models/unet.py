@@ -179,7 +179,8 @@ class UNet(nn.Module):
     dropout: float = 0.0
     block_norm: str = 'non-scaling-layer-norm'
     out_norm: str = 'non-scaling-layer-norm'
-    dtype: Any = jnp.float32     # compute dtype of convs / dense layers (bf16 on accelerators)
+    dtype: Any = jnp.float32     # compute dtype of convs, block dense layers and attention's qkv/proj
+                                 # (bf16 on accelerators); norms, softmax, time embedding stay f32
     remat: bool = False          # rematerialise each block in the backward pass
 
     def layout(self):
@@ -193,8 +194,9 @@ class UNet(nn.Module):
                              f'{self.img_resolution}, {self.in_channels}); got {x.shape}')
         emb_channels = self.model_channels * self.channel_mult_emb
         emb = positional_embedding(noise_labels, self.model_channels)
-        emb = nn.silu(Dense(emb_channels, dtype=self.dtype, name='map_layer0')(emb))
-        emb = nn.silu(Dense(emb_channels, dtype=self.dtype, name='map_layer1')(emb))
+        # The time embedding stays float32 whatever the compute dtype (a few KFLOPs per sample).
+        emb = nn.silu(Dense(emb_channels, name='map_layer0')(emb))
+        emb = nn.silu(Dense(emb_channels, name='map_layer1')(emb))
 
         block_cls = nn.remat(UNetBlock, static_argnums=(3,)) if self.remat else UNetBlock
         conv_channels, enc, dec = self.layout()

@@ -1,8 +1,8 @@
 """The training loop: data, state, compiled step, checkpoints, logs, sample grids.
 
 `train(config, workdir)` resumes from the latest checkpoint in the workdir if
-there is one. The host never waits on the device except at log steps and for
-a one-step-lagged read of the skip counter (the next step is already queued).
+there is one. The host never waits on the device except at log, checkpoint
+and sample steps.
 """
 from __future__ import annotations
 
@@ -155,20 +155,18 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     stop.install()
     progress = Progress('train', config.total_steps, start=start, unit='steps',
                         enabled=show_progress and jax.process_index() == 0)
-    last_metrics, prev_metrics, t_log, step_log = {}, None, time.time(), start
+    last_metrics, t_log, step_log = {}, time.time(), start
     step = saved = start
     try:
         while step < config.total_steps:
             batch = parallel.global_batch_from_local(next(pipeline), mesh)
             state, metrics = step_fn(state, batch)
             step += 1
-            if prev_metrics is not None and int(prev_metrics['skipped_in_a_row']) >= config.train.max_skips_in_a_row:
-                raise NonFiniteError(
-                    f'{int(prev_metrics["skipped_in_a_row"])} consecutive steps had a non-finite loss or '
-                    f'gradient (max_skips_in_a_row={config.train.max_skips_in_a_row}); stopping. '
-                    f'The latest checkpoint ({manager.latest_step()}) holds the last good parameters.')
-            prev_metrics = metrics
-            if step % config.log_every == 0 or step == config.total_steps:
+            log_now = step % config.log_every == 0 or step == config.total_steps
+            save_now = step % config.checkpoint_every == 0 or step == config.total_steps
+            if log_now or save_now:  # the only places the host waits for the device
+                _check_skips(int(state.longest_skip_run), config.train.max_skips_in_a_row, manager)
+            if log_now:
                 m = jax.device_get(metrics)
                 now = time.time()
                 rate = (step - step_log) / max(now - t_log, 1e-9)
@@ -178,7 +176,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
                 last_metrics = m
                 progress.update(step, f'loss {float(m["loss"]):.4g} N {int(m["num_scales"])} '
                                       f'skipped {int(m["skipped_total"])}', force=True)
-            if step % config.checkpoint_every == 0 or step == config.total_steps:
+            if save_now:
                 checkpoints.save(manager, step, state)
                 saved = step
             if step % config.sample_every == 0 or step == config.total_steps:
@@ -200,6 +198,14 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     last_metrics['trace_count'] = step_fn.trace_count()
     last_metrics['final_step'] = step
     return last_metrics
+
+
+def _check_skips(longest_run: int, limit: int, manager):
+    if longest_run >= limit:
+        raise NonFiniteError(
+            f'{longest_run} consecutive steps had a non-finite loss or gradient '
+            f'(max_skips_in_a_row={limit}); stopping. Skipped steps leave the parameters '
+            f'unchanged; the latest checkpoint is {manager.latest_step()}.')
 
 
 def _opt_cfg(config):

@@ -22,6 +22,7 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     skipped_total: jax.Array       # updates skipped for a non-finite loss or gradient
     skipped_in_a_row: jax.Array
+    longest_skip_run: jax.Array    # the most consecutive skips so far: the loop checks it at log steps
 
 
 def lr_schedule(cfg) -> optax.Schedule:
@@ -59,4 +60,5 @@ def init_state(params, optimizer, ema_decays) -> TrainState:
                       ema={ema_name(d): params for d in ema_decays},
                       opt_state=optimizer.init(params),
                       skipped_total=jnp.zeros((), jnp.int32),
-                      skipped_in_a_row=jnp.zeros((), jnp.int32))
+                      skipped_in_a_row=jnp.zeros((), jnp.int32),
+                      longest_skip_run=jnp.zeros((), jnp.int32))

@@ -1,7 +1,7 @@
 """The pure, jitted train step: (state, batch) -> (state, metrics) (spec §11).
 
-One `jax.jit` over the mesh: the batch sharded on 'data', the state
-replicated and donated. The gradient of the mean loss over the global batch
+Two `jax.jit` programs over the mesh (noise pairing, then the update), the
+batch sharded on 'data', the state replicated and donated. The gradient of the mean loss over the global batch
 is the all-device average, so XLA inserts the all-reduce; only the OT
 coupling runs per device (`coupling.couple_per_device`). Every schedule is a
 function of `state.step` inside the step, and the RNG is
@@ -10,8 +10,11 @@ function of `state.step` inside the step, and the RNG is
 Non-finite policy: if the loss or any gradient is not finite, the update is
 skipped inside the compiled step (params, optimizer state and EMAs are kept;
 the step counter still advances, as the authors' loader still consumes the
-batch), and `skipped_total` / `skipped_in_a_row` count it. The loop stops
-the run after `max_skips_in_a_row` consecutive skips.
+batch), and `skipped_total` / `skipped_in_a_row` / `longest_skip_run` count
+it. The loop stops the run at the first log or checkpoint step after a run of
+`max_skips_in_a_row` consecutive skips (checked there, so the host never waits
+on the device between log steps; skipped steps leave the parameters as they
+were, so nothing is lost by the delay).
 """
 from __future__ import annotations
 
@@ -43,21 +46,37 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+def _step_keys(seed: int, step):
+    """(noise key, loss key) of a step: fold_in(seed, step), so a resumed run is the same run."""
+    return jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
+
+
 def make_train_step(model, objective: Objective, optimizer: optax.GradientTransformation,
                     lr_schedule, step_cfg: StepConfig, mesh):
-    """The compiled train step; `.trace_count()` says how many times it was traced."""
-    traces = [0]
-    batch_sharding = parallel.batch_sharding(mesh)
+    """The compiled train step; `.trace_count()` says how many times it was traced.
 
-    def train_step(state: TrainState, batch):
-        traces[0] += 1
-        key = jax.random.fold_in(jax.random.key(step_cfg.seed), state.step)
-        noise_key, loss_key = jax.random.split(key)
+    Two jitted programs run back to back on the device with no host round trip:
+    `pair_noise` (draw z, OT-pair it with the batch on each device) and `update`
+    (loss, gradient, optimizer, EMAs). Fused into one program, XLA's CPU backend
+    ran the Hungarian while-loop about 300x slower than alone (0.35 s against 1 ms
+    at batch 8 next to the reduced paper UNet; benchmarks/README.md).
+    """
+    traces = {'pair_noise': 0, 'update': 0}
+    batch_sharding = parallel.batch_sharding(mesh)
+    repl = parallel.replicated(mesh)
+
+    def pair_noise(step, batch):
+        traces['pair_noise'] += 1
+        noise_key, _ = _step_keys(step_cfg.seed, step)
         # threefry is partitionable: the same z for any device count.
         z = jax.lax.with_sharding_constraint(
             jax.random.normal(noise_key, batch.shape, jnp.float32), batch_sharding)
-        z, ot_ratio = coupling.couple_per_device(batch, z, mesh, parallel.DATA_AXIS,
-                                                 step_cfg.coupling, step_cfg.sinkhorn_epsilon)
+        return coupling.couple_per_device(batch, z, mesh, parallel.DATA_AXIS,
+                                          step_cfg.coupling, step_cfg.sinkhorn_epsilon)
+
+    def update(state: TrainState, batch, z, ot_ratio):
+        traces['update'] += 1
+        _, loss_key = _step_keys(step_cfg.seed, state.step)
         grad_fn = jax.value_and_grad(slct_loss, has_aux=True)
         (loss, metrics), grads = grad_fn(state.params, model.apply, batch, z, loss_key,
                                          state.step, objective)
@@ -78,34 +97,46 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
         # not finish in 14 minutes (benchmarks/README.md); the cond compiles in about 2.
         params, opt_state, ema, update_norm = jax.lax.cond(finite, apply_update, skip_update, None)
         skipped = (~finite).astype(jnp.int32)
+        in_a_row = jnp.where(finite, 0, state.skipped_in_a_row + 1)
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
-            skipped_total=state.skipped_total + skipped,
-            skipped_in_a_row=jnp.where(finite, 0, state.skipped_in_a_row + 1))
+            skipped_total=state.skipped_total + skipped, skipped_in_a_row=in_a_row,
+            longest_skip_run=jnp.maximum(state.longest_skip_run, in_a_row))
         metrics = dict(metrics, grad_norm=optax.global_norm(grads),
                        param_norm=optax.global_norm(params), update_norm=update_norm,
                        learning_rate=lr_schedule(state.step), ot_cost_ratio=ot_ratio,
                        skipped=skipped, skipped_total=new_state.skipped_total,
-                       skipped_in_a_row=new_state.skipped_in_a_row)
+                       skipped_in_a_row=in_a_row, longest_skip_run=new_state.longest_skip_run)
         return new_state, metrics
 
-    repl = parallel.replicated(mesh)
-    jitted = jax.jit(train_step, in_shardings=(repl, batch_sharding), out_shardings=(repl, repl),
-                     donate_argnums=(0,))
-    return CompiledStep(jitted, traces)
+    pair_jitted = jax.jit(pair_noise, in_shardings=(repl, batch_sharding),
+                          out_shardings=(batch_sharding, repl))
+    # The old state's buffers become the new state's (no output has the batch's shape, so
+    # donating the batch or z would only raise XLA's "not usable" warning).
+    update_jitted = jax.jit(update, in_shardings=(repl, batch_sharding, batch_sharding, repl),
+                            out_shardings=(repl, repl), donate_argnums=(0,))
+    return CompiledStep(pair_jitted, update_jitted, traces)
 
 
 class CompiledStep:
-    """The jitted step plus a count of its traces (a retrace would mean a recompile)."""
+    """`pair_noise` then `update`, plus a count of their traces (a retrace means a recompile)."""
 
-    def __init__(self, jitted, traces):
-        self.jitted, self._traces = jitted, traces
+    def __init__(self, pair_noise, update, traces):
+        self.pair_noise, self.update, self._traces = pair_noise, update, traces
 
     def __call__(self, state, batch):
-        return self.jitted(state, batch)
+        z, ot_ratio = self.pair_noise(state.step, batch)
+        return self.update(state, batch, z, ot_ratio)
+
+    def lower(self, state, batch):
+        """(lowered pair_noise, lowered update) for AOT compilation and XLA's analyses."""
+        z = jax.ShapeDtypeStruct(batch.shape, jnp.float32, sharding=batch.sharding)
+        ratio = jax.ShapeDtypeStruct((), jnp.float32, sharding=state.step.sharding)
+        return self.pair_noise.lower(state.step, batch), self.update.lower(state, batch, z, ratio)
 
     def trace_count(self) -> int:
-        return self._traces[0]
+        """The most traces of either program: 1 when neither ever recompiled."""
+        return max(self._traces.values())
 
 
 def _decay(name: str) -> float:
