@@ -9,8 +9,8 @@ ratios, not absolute times):
   flops            XLA's cost analysis of the step against the analytic FLOPs of the network's work
   mfu_cpu          analytic FLOPs / step time / measured f32 matmul peak of this CPU
   compiles_per_run traces of the step over a run crossing all curriculum stages, and its compile time
-  peak_memory      XLA's memory analysis of the paper step at per-device batch 32 / 64 / 128, with and
-                   without remat (compiled, not run)
+  peak_memory      XLA's memory analysis of the paper step at per-device batch 32 / 64 / 128 (compiled, not run)
+  remat_cpu        whether this backend's compiler keeps jax.checkpoint's recomputation (XLA CPU does not)
   input_pipeline   reader examples/s against what a train step consumes per second
 """
 from __future__ import annotations
@@ -50,6 +50,20 @@ def timeit(fn, *args, repeats=5, warmup=1):
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def timeit_side_by_side(fns, repeats=7, warmup=1):
+    """Median seconds of each zero-argument fn, their calls interleaved so that both see the same load."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def matmul_peak(n=2048):
@@ -106,17 +120,20 @@ def step_breakdown(config, mesh):
         holder[0], metrics = update(holder[0], b, z, ratio)
         return metrics['loss']
 
-    step_s = timeit(run_step, batch)
-    pair_s = timeit(lambda b: pair(holder[0].step, b)[0], batch)
-
-    params = holder[0].params
+    params = state.params
     z = jax.random.normal(jax.random.key(2), shape)
 
     @jax.jit
-    def network_work(params, x, z):  # what the step cannot avoid: student fwd+bwd, target fwd
-        return jax.value_and_grad(lambda p: slct_loss(p, model.apply, x, z, jax.random.key(3), 5, obj)[0])(params)
+    def network_work(params, x, z, step):  # what the step cannot avoid: student fwd+bwd, target fwd
+        return jax.value_and_grad(lambda p: slct_loss(p, model.apply, x, z, jax.random.key(3), step, obj)[0])(params)
 
-    net_s = timeit(network_work, params, batch, z)
+    # The step donates its state: time the network on a copy of the parameters.
+    params = jax.tree_util.tree_map(jnp.copy, params)
+    step_index = jnp.int32(5)
+    t = timeit_side_by_side({'step': lambda: run_step(batch),
+                             'network': lambda: network_work(params, batch, z, step_index)})
+    step_s, net_s = t['step'], t['network']
+    pair_s = timeit(lambda b: pair(holder[0].step, b)[0], batch)
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
 
     @jax.jit
@@ -185,6 +202,68 @@ def paper_step(mesh, per_device_batch, run_batch):
             'ot_fraction': pair_s / update_s}
 
 
+def remat_on_cpu():
+    """Whether this backend keeps jax.checkpoint's recomputation: dots and temp memory of a toy MLP.
+
+    8 blocks of 4 (4096x512 @ 512x512, tanh) layers, gradient with and without jax.checkpoint per
+    block: JAX's lowering adds the recomputed dots; the compiled program shows whether XLA kept them.
+    """
+    def block(w, x):
+        for _ in range(4):
+            x = jnp.tanh(x @ w)
+        return x
+
+    def loss(ws, x, remat):
+        for w in ws:
+            x = (jax.checkpoint(block) if remat else block)(w, x)
+        return jnp.sum(x)
+
+    ws = [jax.ShapeDtypeStruct((512, 512), jnp.float32)] * 8
+    x = jax.ShapeDtypeStruct((4096, 512), jnp.float32)
+    out = {}
+    for remat in (False, True):
+        lowered = jax.jit(jax.grad(lambda ws, x, r=remat: loss(ws, x, r))).lower(ws, x)
+        compiled = lowered.compile()
+        name = 'remat' if remat else 'plain'
+        out[f'dots_lowered_{name}'] = lowered.as_text().count('dot_general')
+        out[f'dots_compiled_{name}'] = compiled.as_text().count(' dot(')
+        out[f'temp_mb_{name}'] = compiled.memory_analysis().temp_size_in_bytes / 1e6
+    return out
+
+
+def loop_vs_step(mesh, steps=400, log_every=100):
+    """The whole training loop (data, host logic, logging) against the compiled step alone.
+
+    Runs `loop.train` on the default config with checkpoints and samples only at the end; the
+    loop's seconds per step are the median over the log intervals after the first (which holds
+    the compile). The same step is then timed alone, straight after, in blocks of `log_every`
+    calls (the machine's load drifts over minutes). A ratio near 1 means nothing on the host
+    (data, dispatch, logging) stalls the step.
+    """
+    config = default.get_config()
+    with config.unlocked():
+        config.total_steps, config.log_every = steps, log_every
+        config.checkpoint_every = config.sample_every = steps
+    workdir = tempfile.mkdtemp()
+    loop.train(config, workdir, show_progress=False)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+    loop_s = float(np.median([1.0 / row['steps_per_sec'] for row in rows[1:]]))
+
+    _, _, state, step = loop.build_training(config, mesh)
+    shape = (config.batch_size, 8, 8, 1)
+    batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
+    holder = [state]
+
+    def block_of_steps():
+        for _ in range(log_every):
+            holder[0], metrics = step(holder[0], batch)
+        return metrics['loss']
+
+    step_s = timeit(block_of_steps, repeats=len(rows) - 1) / log_every
+    return {'steps': steps, 'loop_seconds_per_step': loop_s, 'step_seconds': step_s,
+            'loop_over_step': loop_s / step_s}
+
+
 def compiles_per_run(mesh):
     config = default.get_config('smoke')
     with config.unlocked():
@@ -198,8 +277,12 @@ def compiles_per_run(mesh):
     return {'steps': config.total_steps, 'stages_crossed': sorted(stages), 'compiles_per_run': step.trace_count()}
 
 
-def peak_memory(mesh, batches=(32, 64, 128), remat_options=(False, True)):
-    """XLA's memory analysis of the paper's update program (compiled, not run), with and without remat."""
+def peak_memory(mesh, batches=(32, 64, 128), remat_options=(False,)):
+    """XLA's memory analysis of the paper's update program (compiled, not run).
+
+    Without remat only: XLA's CPU compiler removes the recomputation (see `remat_on_cpu`), so a
+    CPU memory analysis of the remat program shows no saving that an accelerator would see.
+    """
     out = {}
     config = celebahq256.get_config()
     for b in batches:
@@ -253,6 +336,14 @@ def input_pipeline(shape, batch, n=4096, steps=20):
 
 def main():
     mesh = parallel.make_mesh()
+    out = os.path.join(ROOT, 'benchmarks', 'results.json')
+    if '--only-loop' in sys.argv:  # re-measure the loop section of an existing results.json
+        results = json.load(open(out))
+        results['loop'] = loop_vs_step(mesh)
+        json.dump(results, open(out, 'w'), indent=1)
+        write_markdown(results, os.path.join(ROOT, 'benchmarks', 'README.md'))
+        print(results['loop'])
+        return
     results = {'machine': {'platform': platform.platform(), 'processor': platform.processor(),
                            'cpus': os.cpu_count(), 'jax': jax.__version__, 'devices': jax.device_count(),
                            'backend': jax.default_backend()}}
@@ -274,7 +365,10 @@ def main():
         results['ot_fraction'] = paper_step(mesh, 128, run_batch)
         print('paper step', results['ot_fraction'], flush=True)
     results['compiles'] = compiles_per_run(mesh)
-    if not quick:  # compiles the full paper step six times: about 15 minutes on 2 CPU cores
+    results['loop'] = loop_vs_step(mesh)
+    print('loop', results['loop'], flush=True)
+    results['remat_cpu'] = remat_on_cpu()
+    if not quick:  # compiles the full paper step three times: about 5 minutes on 2 CPU cores
         results['peak_memory_paper'] = peak_memory(mesh)
     paper_step_s = results['ot_fraction']['step_seconds'] if not quick else float('nan')
     for name, cfg, shape in (('default', default.get_config(), (8, 8, 1)),
@@ -283,7 +377,6 @@ def main():
         consumed = cfg.batch_size / (results['default']['step_seconds'] if name == 'default' else paper_step_s)
         results[f'input_pipeline_{name}'] = {'reader_examples_per_s': eps, 'step_consumes_examples_per_s': consumed,
                                              'headroom': eps / consumed}
-    out = os.path.join(ROOT, 'benchmarks', 'results.json')
     json.dump(results, open(out, 'w'), indent=1)
     write_markdown(results, os.path.join(ROOT, 'benchmarks', 'README.md'))
     print(json.dumps(results, indent=1))
@@ -300,7 +393,7 @@ def write_markdown(r, path):
     d, p = r['default'], r['reduced_paper']
     machine = r['machine']
     lines = ['# Benchmarks', '',
-             'Made by `python benchmarks/run.py` (about 30 minutes on 2 idle CPU cores; `--quick` skips the',
+             'Made by `python benchmarks/run.py` (about 25 minutes on 2 idle CPU cores; `--quick` skips the',
              'full paper step and its memory analysis, about 8 minutes), which rewrites the tables of this file',
              'and `results.json`. Times are medians of repeated calls in one run; compare ratios, not absolute',
              'times (this machine is shared and noisy). No accelerator here: the CPU numbers show where time',
@@ -317,8 +410,12 @@ def write_markdown(r, path):
                      ('pair_noise_seconds', '{:.4f}'), ('optimizer_ema_seconds', '{:.4f}'),
                      ('compile_seconds', '{:.1f}'), ('xla_over_analytic', '{:.3f}'), ('mfu_cpu', '{:.3f}')):
         lines.append(f'| {key} | {fmt.format(d[key])} | {fmt.format(p[key])} |')
-    c = r['compiles']
+    c, lp = r['compiles'], r['loop']
     lines += ['', f"compiles_per_run: {c['compiles_per_run']} over {c['steps']} steps crossing N = {c['stages_crossed']}",
+              '', f"The whole training loop on the default config (`loop.train`: input pipeline, dispatch, logging) "
+              f"takes {lp['loop_seconds_per_step']:.4f} s per step against {lp['step_seconds']:.4f} s for the compiled "
+              f"step alone, timed straight after: loop_over_step **{lp['loop_over_step']:.3f}** (medians over "
+              f"blocks of 100 steps, after the compile).",
               '', '## OT coupling', '', '| OT per-device batch | ' + ' | '.join(str(b) for b in (16, 32, 64, 128, 256)) + ' |',
               '|---|' + '---|' * 5]
     for m in ('exact', 'sinkhorn'):
@@ -334,10 +431,16 @@ def write_markdown(r, path):
         lines += ['', '## Peak memory of the paper step', '',
                   '151M-parameter UNet, float32, RAdam + 2 EMAs: XLA\'s memory analysis of the compiled update program',
                   '(not run): arguments + outputs + temporaries - donated aliases.', '',
-                  '| per-device batch | remat | temp GB | arguments GB | peak estimate GB |', '|---|---|---|---|---|']
+                  '| per-device batch | temp GB | arguments GB | peak estimate GB | fits 16 / 32 / 80 GB |',
+                  '|---|---|---|---|---|']
         for v in r['peak_memory_paper'].values():
-            lines.append(f"| {v['batch']} | {'yes' if v['remat'] else 'no'} | {v['temp_gb']:.2f} | "
-                         f"{v['arguments_gb']:.2f} | {v['peak_estimate_gb']:.2f} |")
+            fits = ' / '.join('yes' if v['peak_estimate_gb'] <= cap else 'no' for cap in (16, 32, 80))
+            lines.append(f"| {v['batch']} | {v['temp_gb']:.2f} | {v['arguments_gb']:.2f} | "
+                         f"{v['peak_estimate_gb']:.2f} | {fits} |")
+    rc = r['remat_cpu']
+    lines += ['', f"Remat on this backend (toy MLP, `remat_on_cpu`): JAX lowers {rc['dots_lowered_plain']} dots without "
+              f"and {rc['dots_lowered_remat']} with jax.checkpoint; the compiled programs have {rc['dots_compiled_plain']} "
+              f"and {rc['dots_compiled_remat']}, temp {rc['temp_mb_plain']:.0f} MB and {rc['temp_mb_remat']:.0f} MB."]
     lines += ['', '## Input pipeline', '', '| input pipeline | reader examples/s | step consumes examples/s | headroom |',
               '|---|---|---|---|']
     for k in ('default', 'paper'):
