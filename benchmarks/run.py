@@ -52,6 +52,26 @@ def timeit(fn, *args, repeats=5, warmup=1):
     return float(np.median(times))
 
 
+def random_batch(shape, mesh):
+    """A fixed batch shaped like normalised latents (std 0.5), sharded over the mesh."""
+    return jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
+
+
+class StepRunner:
+    """pair_noise then update on a carried state (what CompiledStep.__call__ does); returns the loss.
+
+    Takes the programs separately so they can be AOT-compiled ones.
+    """
+
+    def __init__(self, pair, update, state):
+        self.pair, self.update, self.state = pair, update, state
+
+    def __call__(self, batch):
+        z, ratio = self.pair(self.state.step, batch)
+        self.state, metrics = self.update(self.state, batch, z, ratio)
+        return metrics['loss']
+
+
 def timeit_side_by_side(fns, repeats=7, warmup=1):
     """Median seconds of each zero-argument fn, their calls interleaved so that both see the same load."""
     for _ in range(warmup):
@@ -107,20 +127,11 @@ def step_breakdown(config, mesh):
     optimizer = make_optimizer(loop._opt_cfg(config))
     m = config.model
     shape = (config.batch_size, m.img_resolution, m.img_resolution, m.in_channels)
-    batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
+    batch = random_batch(shape, mesh)
     t0 = time.perf_counter()
     pair, update = (lowered.compile() for lowered in step.lower(state, batch))
     compile_s = time.perf_counter() - t0
     xla_flops = sum(float(c.cost_analysis().get('flops', float('nan'))) for c in (pair, update))
-
-    holder = [state]
-
-    def run_step(b):  # what CompiledStep.__call__ does, with the AOT-compiled programs
-        z, ratio = pair(holder[0].step, b)
-        holder[0], metrics = update(holder[0], b, z, ratio)
-        return metrics['loss']
-
-    params = state.params
     z = jax.random.normal(jax.random.key(2), shape)
 
     @jax.jit
@@ -128,12 +139,13 @@ def step_breakdown(config, mesh):
         return jax.value_and_grad(lambda p: slct_loss(p, model.apply, x, z, jax.random.key(3), step, obj)[0])(params)
 
     # The step donates its state: time the network on a copy of the parameters.
-    params = jax.tree_util.tree_map(jnp.copy, params)
+    params = jax.tree_util.tree_map(jnp.copy, state.params)
+    run_step = StepRunner(pair, update, state)
     step_index = jnp.int32(5)
     t = timeit_side_by_side({'step': lambda: run_step(batch),
                              'network': lambda: network_work(params, batch, z, step_index)})
     step_s, net_s = t['step'], t['network']
-    pair_s = timeit(lambda b: pair(holder[0].step, b)[0], batch)
+    pair_s = timeit(lambda b: pair(run_step.state.step, b)[0], batch)
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
 
     @jax.jit
@@ -143,7 +155,7 @@ def step_breakdown(config, mesh):
         ema = {k: jax.tree_util.tree_map(lambda e, p: 0.9999 * e + 1e-4 * p, v, new) for k, v in ema.items()}
         return opt_state, new, ema
 
-    opt_s = timeit(opt_and_ema, holder[0].opt_state, params, holder[0].ema, grads)
+    opt_s = timeit(opt_and_ema, run_step.state.opt_state, params, run_step.state.ema, grads)
     analytic = 4 * analytic_forward_flops(config, config.batch_size)  # fwd + 2x bwd + target fwd
     return {'batch': config.batch_size, 'step_seconds': step_s, 'network_seconds': net_s,
             'overhead_ratio': step_s / net_s, 'optimizer_ema_seconds': opt_s, 'pair_noise_seconds': pair_s,
@@ -164,18 +176,16 @@ def ot_times(batches=(16, 32, 64, 128, 256), dim=(32, 32, 4)):
 
 
 def paper_step(mesh, per_device_batch, run_batch):
-    """The paper's own step: its pair_noise program at `per_device_batch`, its update at `run_batch`.
+    """The paper's own step: its pair_noise program at `per_device_batch`, the whole step at `run_batch`.
 
-    Both measured (one timed call after a warm-up: a paper update takes minutes on a CPU). When
-    run_batch < per_device_batch (the update at 128 needs more memory than this machine has),
-    the update time is scaled linearly in the batch, and labelled so.
+    Both measured (one timed call after a warm-up: a paper step takes minutes on a CPU). When
+    run_batch < per_device_batch (the step at 128 needs more memory than this machine has),
+    the step time is scaled linearly in the batch, and labelled so.
     """
     def build(b):
         config = _paper_config(b * mesh.devices.size)
         _, _, state, step = loop.build_training(config, mesh)
-        shape = (config.batch_size, 32, 32, 4)
-        batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
-        return state, step, batch
+        return state, step, random_batch((config.batch_size, 32, 32, 4), mesh)
 
     state, step, batch = build(per_device_batch)
     pair = step.pair_noise.lower(state.step, batch).compile()
@@ -183,23 +193,16 @@ def paper_step(mesh, per_device_batch, run_batch):
     if run_batch != per_device_batch:
         del state, step
         state, step, batch = build(run_batch)
+        pair = step.pair_noise.lower(state.step, batch).compile()
     t0 = time.perf_counter()
     update = step.lower(state, batch)[1].compile()
     compile_s = time.perf_counter() - t0
-    run_pair = step.pair_noise.lower(state.step, batch).compile()
-    holder = [state]
-
-    def run_update(b):
-        z, ratio = run_pair(holder[0].step, b)
-        holder[0], metrics = update(holder[0], b, z, ratio)
-        return metrics['loss']
-
-    run_s = timeit(run_update, batch, repeats=1)
-    update_s = run_s * per_device_batch / run_batch
+    run_s = timeit(StepRunner(pair, update, state), batch, repeats=1)
+    step_s = run_s * per_device_batch / run_batch
     return {'per_device_batch': per_device_batch, 'pair_noise_seconds': pair_s, 'measured_batch': run_batch,
             'measured_step_seconds': run_s, 'update_compile_seconds': compile_s,
-            'step_seconds': update_s, 'step_extrapolated': run_batch != per_device_batch,
-            'ot_fraction': pair_s / update_s}
+            'step_seconds': step_s, 'step_extrapolated': run_batch != per_device_batch,
+            'ot_fraction': pair_s / step_s}
 
 
 def remat_on_cpu():
@@ -250,14 +253,13 @@ def loop_vs_step(mesh, steps=400, log_every=100):
     loop_s = float(np.median([1.0 / row['steps_per_sec'] for row in rows[1:]]))
 
     _, _, state, step = loop.build_training(config, mesh)
-    shape = (config.batch_size, 8, 8, 1)
-    batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), shape), parallel.batch_sharding(mesh))
-    holder = [state]
+    batch = random_batch((config.batch_size, 8, 8, 1), mesh)
+    run_step = StepRunner(step.pair_noise, step.update, state)
 
     def block_of_steps():
-        for _ in range(log_every):
-            holder[0], metrics = step(holder[0], batch)
-        return metrics['loss']
+        for _ in range(log_every - 1):
+            run_step(batch)
+        return run_step(batch)
 
     step_s = timeit(block_of_steps, repeats=len(rows) - 1) / log_every
     return {'steps': steps, 'loop_seconds_per_step': loop_s, 'step_seconds': step_s,
@@ -269,7 +271,7 @@ def compiles_per_run(mesh):
     with config.unlocked():
         config.total_steps = 14       # stage length 2: crosses all 5 stages of s1 = 160
     _, _, state, step = loop.build_training(config, mesh)
-    batch = jax.device_put(0.5 * jax.random.normal(jax.random.key(1), (16, 8, 8, 1)), parallel.batch_sharding(mesh))
+    batch = random_batch((16, 8, 8, 1), mesh)
     stages = set()
     for _ in range(config.total_steps):
         state, m = step(state, batch)
@@ -277,37 +279,35 @@ def compiles_per_run(mesh):
     return {'steps': config.total_steps, 'stages_crossed': sorted(stages), 'compiles_per_run': step.trace_count()}
 
 
-def peak_memory(mesh, batches=(32, 64, 128), remat_options=(False,)):
+def peak_memory(mesh, batches=(32, 64, 128)):
     """XLA's memory analysis of the paper's update program (compiled, not run).
 
-    Without remat only: XLA's CPU compiler removes the recomputation (see `remat_on_cpu`), so a
-    CPU memory analysis of the remat program shows no saving that an accelerator would see.
+    Without remat: XLA's CPU compiler removes the recomputation (see `remat_on_cpu`), so a CPU
+    memory analysis of the remat program shows no saving that an accelerator would see.
     """
     out = {}
     config = celebahq256.get_config()
     for b in batches:
-        for remat in remat_options:
-            with config.unlocked():
-                config.batch_size = b * mesh.devices.size
-                config.model.remat = remat
-            model, obj = build_model(config), build_objective(config)
-            opt_cfg = loop._opt_cfg(config)
-            optimizer = make_optimizer(opt_cfg)
-            abstract = jax.eval_shape(lambda: loop.make_initial_state(config, model, optimizer, mesh))
-            abstract = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), abstract)
-            step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), StepConfig(0), mesh)
-            batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 4), jnp.float32,
-                                         sharding=parallel.batch_sharding(mesh))
-            t0 = time.perf_counter()
-            mem = step.lower(abstract, batch)[1].compile().memory_analysis()
-            total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
-                - mem.alias_size_in_bytes
-            key = f'per_device_batch_{b}' + ('_remat' if remat else '')
-            out[key] = {'batch': b, 'remat': remat, 'temp_gb': mem.temp_size_in_bytes / 1e9,
-                        'arguments_gb': mem.argument_size_in_bytes / 1e9, 'peak_estimate_gb': total / 1e9,
-                        'compile_seconds': time.perf_counter() - t0}
-            print(key, out[key], flush=True)
+        with config.unlocked():
+            config.batch_size = b * mesh.devices.size
+        model, obj = build_model(config), build_objective(config)
+        opt_cfg = loop._opt_cfg(config)
+        optimizer = make_optimizer(opt_cfg)
+        abstract = jax.eval_shape(lambda: loop.make_initial_state(config, model, optimizer, mesh))
+        abstract = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), abstract)
+        step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), StepConfig(0), mesh)
+        batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 4), jnp.float32,
+                                     sharding=parallel.batch_sharding(mesh))
+        t0 = time.perf_counter()
+        mem = step.lower(abstract, batch)[1].compile().memory_analysis()
+        total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
+            - mem.alias_size_in_bytes
+        key = f'per_device_batch_{b}'
+        out[key] = {'batch': b, 'temp_gb': mem.temp_size_in_bytes / 1e9,
+                    'arguments_gb': mem.argument_size_in_bytes / 1e9, 'peak_estimate_gb': total / 1e9,
+                    'compile_seconds': time.perf_counter() - t0}
+        print(key, out[key], flush=True)
     return out
 
 

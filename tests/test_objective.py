@@ -2,7 +2,6 @@
 import functools
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from lct_jax import losses, schedules
 from lct_jax.models.unet import UNet
 from lct_jax.objective import Objective, consistency_fn, slct_loss
+from tests import jaxprs
 
 MODEL = UNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=32, channel_mult=(1, 2),
              num_blocks=1, attn_resolutions=(4,))
@@ -94,16 +94,6 @@ def test_fixed_c_and_no_diffusion_loss_options():
         Objective(total_steps=1, loss_norm='cauchi')
 
 
-def _count_convs(jaxpr) -> int:
-    """conv_general_dilated equations in a jaxpr, including every nested sub-jaxpr."""
-    n = 0
-    for eqn in jaxpr.eqns:
-        n += eqn.primitive.name == 'conv_general_dilated'
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            n += _count_convs(sub)
-    return n
-
-
 def test_target_forward_builds_no_backward_graph():
     """value_and_grad(slct_loss) = student fwd + student bwd + target fwd, no target bwd.
 
@@ -114,8 +104,9 @@ def test_target_forward_builds_no_backward_graph():
     obj = Objective(total_steps=70)
     params = _params()
     x = jnp.zeros((4, 8, 8, 1))
-    forward = _count_convs(jax.make_jaxpr(lambda p: MODEL.apply({'params': p}, x, jnp.zeros((4,))))(params).jaxpr)
+    forward = jaxprs.count(jax.make_jaxpr(lambda p: MODEL.apply({'params': p}, x, jnp.zeros((4,))))(params).jaxpr,
+                           'conv_general_dilated')
     step = jax.make_jaxpr(jax.value_and_grad(
         lambda p: slct_loss(p, MODEL.apply, x, x, jax.random.key(0), jnp.int32(3), obj)[0]))(params).jaxpr
-    total = _count_convs(step)
+    total = jaxprs.count(step, 'conv_general_dilated')
     assert forward > 0 and 3 * forward < total <= 4 * forward, (forward, total)

@@ -1,6 +1,5 @@
 """The Flax UNet against an independent PyTorch DhariwalUNet, its norms and its size."""
 import jax
-import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from lct_jax.models.convert import WeightsError, unet_params_from_torch
 from lct_jax.models.norms import NORM_TYPES, Norm
 from lct_jax.models.unet import UNet, count_params
+from tests import jaxprs
 
 torch = pytest.importorskip('torch')
 from tests.reference.torch_unet import DhariwalUNet  # noqa: E402
@@ -109,13 +109,6 @@ def _perturbed_params(model, x, seed=0):
     return jax.tree_util.tree_unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
 
 
-def _eqns(jaxpr):
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-            yield from _eqns(sub)
-
-
 TINY = dict(img_resolution=8, in_channels=4, out_channels=4, model_channels=32, channel_mult=(1, 2),
             num_blocks=1, attn_resolutions=(4,))
 
@@ -130,7 +123,7 @@ def test_bfloat16_compute_keeps_float32_statistics_softmax_and_time_embedding():
     assert bf16.dtype == jnp.float32
     err = float(jnp.abs(bf16 - f32).max() / jnp.abs(f32).max())
     assert 1e-4 < err < 5e-2, err          # bf16 really used, and close to float32
-    eqns = list(_eqns(jax.make_jaxpr(bf16_model.apply)({'params': params}, x, labels).jaxpr))
+    eqns = list(jaxprs.equations(jax.make_jaxpr(bf16_model.apply)({'params': params}, x, labels).jaxpr))
     convs = [e for e in eqns if e.primitive.name == 'conv_general_dilated']
     assert convs and all(v.aval.dtype == jnp.bfloat16 for e in convs for v in e.invars)
     for name in ('reduce_sum', 'exp', 'cos', 'sin', 'rsqrt', 'sqrt'):  # norms, softmax, time embedding
@@ -153,5 +146,4 @@ def test_remat_gives_the_same_gradients_and_rematerialises():
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max()),
                            remat, plain)
     # The backward recomputes the blocks' forward: more convolutions in the gradient's program.
-    convs = lambda j: sum(e.primitive.name == 'conv_general_dilated' for e in _eqns(j))
-    assert convs(remat_jaxpr) > convs(plain_jaxpr)
+    assert jaxprs.count(remat_jaxpr, 'conv_general_dilated') > jaxprs.count(plain_jaxpr, 'conv_general_dilated')

@@ -1,9 +1,10 @@
 """The pure, jitted train step: (state, batch) -> (state, metrics) (spec §11).
 
 Two `jax.jit` programs over the mesh (noise pairing, then the update), the
-batch sharded on 'data', the state replicated and donated. The gradient of the mean loss over the global batch
-is the all-device average, so XLA inserts the all-reduce; only the OT
-coupling runs per device (`coupling.couple_per_device`). Every schedule is a
+batch sharded on 'data', the state replicated and donated. The gradient of
+the mean loss over the global batch is the all-device average, so XLA inserts
+the all-reduce; only the OT coupling runs per device
+(`coupling.couple_per_device`). Every schedule is a
 function of `state.step` inside the step, and the RNG is
 `fold_in(seed, step)`, so a resumed run is the same run.
 
