@@ -52,6 +52,11 @@ class Objective:
             return jnp.float32(self.c0)
         return schedules.robust_c(n, self.start_scales, self.c0)
 
+    def loss(self, params, apply_fn, x, z, key, step):
+        """The training loss the step differentiates: (loss, metrics). Any objective the step
+        trains (e.g. a diffusion baseline) provides this method with this signature."""
+        return slct_loss(params, apply_fn, x, z, key, step, self)
+
 
 def consistency_fn(apply_fn, params, x, sigma, obj: Objective, train=False, rngs=None):
     """f_theta(x, sigma) = c_skip x + c_out F_theta(c_in x, 250 ln sigma)."""

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from lct_jax import coupling, parallel
-from lct_jax.objective import Objective, slct_loss
+from lct_jax.objective import Objective
 from lct_jax.train.state import TrainState
 
 
@@ -78,9 +78,8 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
     def update(state: TrainState, batch, z, ot_ratio):
         traces['update'] += 1
         _, loss_key = _step_keys(step_cfg.seed, state.step)
-        grad_fn = jax.value_and_grad(slct_loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, model.apply, batch, z, loss_key,
-                                         state.step, objective)
+        grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+        (loss, metrics), grads = grad_fn(state.params, model.apply, batch, z, loss_key, state.step)
         finite = jnp.isfinite(loss) & _all_finite(grads)
 
         def apply_update(_):
