@@ -1,10 +1,16 @@
 """Where a train step's time goes: `python benchmarks/run.py` -> benchmarks/results.json + README.md.
 
 Measured in one run, side by side (this machine is shared and noisy: compare
-ratios, not absolute times):
-  overhead_ratio   full train step / the network's own work (student fwd+bwd + target fwd, jitted alone)
+ratios, not absolute times); `--only a,b` re-measures some sections into the
+existing results.json:
+  overhead_ratio   the step's device program / the network's own work (student fwd+bwd + target fwd, jitted alone)
+  while_loops      data-dependent `while` ops in the programs the step dispatches to the mesh, per placement
+  hungarian_iterations  loop iterations of one exact matching, per-device batch 16..256, 4096-d points (counted)
+  host_pairing     noise + exact OT on the host at per-device batch 128, 1 and k threads
+  host_pairing_headroom  host pairing rate / what one 8xH100 or 4xTPU v4 host consumes (a projection)
   ot_seconds       the OT coupling against the per-device batch (16..256, 4096-d points), per solver
-  ot_fraction      the paper step's OT pairing program / the whole paper step, per-device batch 128
+  ot_fraction      the paper step: the device placement's OT program / the whole step, per-device batch 128
+  vs_pytorch       our step against a PyTorch step of the same UNet, loss and optimizer, per XLA flag set
   optimizer_ema    RAdam update + EMA updates alone
   flops            XLA's cost analysis of the step against the analytic FLOPs of the network's work
   mfu_cpu          analytic FLOPs / step time / measured f32 matmul peak of this CPU
@@ -29,15 +35,18 @@ import optax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 
 from configs import celebahq256, default  # noqa: E402
-from lct_jax import coupling, parallel  # noqa: E402
+from lct_jax import coupling, hlo, parallel  # noqa: E402
 from lct_jax.builders import build_model, build_objective  # noqa: E402
 from lct_jax.models.unet import unet_layout  # noqa: E402
 from lct_jax.objective import slct_loss  # noqa: E402
 from lct_jax.train import loop  # noqa: E402
 from lct_jax.train.state import lr_schedule, make_optimizer  # noqa: E402
-from lct_jax.train.step import StepConfig, make_train_step  # noqa: E402
+import pairing  # noqa: E402  (benchmarks/pairing.py)
+from report import write_markdown  # noqa: E402  (benchmarks/report.py)
+from lct_jax.train.step import make_train_step  # noqa: E402
 
 
 def timeit(fn, *args, repeats=5, warmup=1):
@@ -58,18 +67,50 @@ def random_batch(shape, mesh):
 
 
 class StepRunner:
-    """pair_noise then update on a carried state (what CompiledStep.__call__ does); returns the loss.
+    """What the loop dispatches to the device for one step, on a carried state; returns the loss.
 
-    Takes the programs separately so they can be AOT-compiled ones.
+    programs: {'update': ...} (host placement: `batch` is a PairedBatch) or {'pair_noise': ...,
+    'update': ...} (device placement: `batch` is x). Takes the programs apart so they can be
+    AOT-compiled ones.
     """
 
-    def __init__(self, pair, update, state):
-        self.pair, self.update, self.state = pair, update, state
+    def __init__(self, programs, state, batch):
+        self.programs, self.state, self.batch = programs, state, batch
 
-    def __call__(self, batch):
-        z, ratio = self.pair(self.state.step, batch)
-        self.state, metrics = self.update(self.state, batch, z, ratio)
+    def __call__(self):
+        if 'pair_noise' in self.programs:
+            z, ratio = self.programs['pair_noise'](self.state.step, self.batch)
+            args = (self.batch, z, ratio)
+        else:
+            args = tuple(self.batch)
+        self.state, metrics = self.programs['update'](self.state, *args)
         return metrics['loss']
+
+
+def paired_batch(config, mesh, x, step=0):
+    """x with its noise drawn and OT-paired on the host, as the input pipeline hands it to the step."""
+    pairer = loop.make_host_pairer(config, mesh)
+    try:
+        x = np.asarray(x)
+        return loop.device_batch((x, *pairer(step, x)), mesh)
+    finally:
+        pairer.close()
+
+
+def host_pairing_seconds(config, mesh, x, repeats=5):
+    """Median seconds of the host's noise + OT pairing of one global batch (this process's rows)."""
+    pairer = loop.make_host_pairer(config, mesh)
+    x = np.asarray(x)
+    try:
+        pairer(0, x)
+        times = []
+        for step in range(1, repeats + 1):
+            t0 = time.perf_counter()
+            pairer(step, x)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+    finally:
+        pairer.close()
 
 
 def timeit_side_by_side(fns, repeats=7, warmup=1):
@@ -129,9 +170,9 @@ def step_breakdown(config, mesh):
     shape = (config.batch_size, m.img_resolution, m.img_resolution, m.in_channels)
     batch = random_batch(shape, mesh)
     t0 = time.perf_counter()
-    pair, update = (lowered.compile() for lowered in step.lower(state, batch))
+    programs = {name: lowered.compile() for name, lowered in step.lower(state, batch).items()}
     compile_s = time.perf_counter() - t0
-    xla_flops = sum(float(c.cost_analysis().get('flops', float('nan'))) for c in (pair, update))
+    xla_flops = sum(float(c.cost_analysis().get('flops', float('nan'))) for c in programs.values())
     z = jax.random.normal(jax.random.key(2), shape)
 
     @jax.jit
@@ -140,12 +181,12 @@ def step_breakdown(config, mesh):
 
     # The step donates its state: time the network on a copy of the parameters.
     params = jax.tree_util.tree_map(jnp.copy, state.params)
-    run_step = StepRunner(pair, update, state)
+    run_step = StepRunner(programs, state, paired_batch(config, mesh, batch))
     step_index = jnp.int32(5)
-    t = timeit_side_by_side({'step': lambda: run_step(batch),
+    t = timeit_side_by_side({'step': run_step,
                              'network': lambda: network_work(params, batch, z, step_index)})
     step_s, net_s = t['step'], t['network']
-    pair_s = timeit(lambda b: pair(run_step.state.step, b)[0], batch)
+    host_pair_s = host_pairing_seconds(config, mesh, batch)
     grads = jax.tree_util.tree_map(jnp.ones_like, params)
 
     @jax.jit
@@ -158,7 +199,8 @@ def step_breakdown(config, mesh):
     opt_s = timeit(opt_and_ema, run_step.state.opt_state, params, run_step.state.ema, grads)
     analytic = 4 * analytic_forward_flops(config, config.batch_size)  # fwd + 2x bwd + target fwd
     return {'batch': config.batch_size, 'step_seconds': step_s, 'network_seconds': net_s,
-            'overhead_ratio': step_s / net_s, 'optimizer_ema_seconds': opt_s, 'pair_noise_seconds': pair_s,
+            'overhead_ratio': step_s / net_s, 'optimizer_ema_seconds': opt_s, 'host_pairing_seconds': host_pair_s,
+            'data_dependent_while_loops': sum(hlo.count_data_dependent_while_loops(c) for c in programs.values()),
             'compile_seconds': compile_s,
             'xla_flops': xla_flops, 'analytic_network_flops': analytic,
             'xla_over_analytic': xla_flops / analytic, 'achieved_flops_per_s': analytic / step_s}
@@ -176,33 +218,37 @@ def ot_times(batches=(16, 32, 64, 128, 256), dim=(32, 32, 4)):
 
 
 def paper_step(mesh, per_device_batch, run_batch):
-    """The paper's own step: its pair_noise program at `per_device_batch`, the whole step at `run_batch`.
+    """The paper's own step at `run_batch` (its update program, host placement), against the device
+    placement's pair_noise program and the host's pairing at `per_device_batch`.
 
-    Both measured (one timed call after a warm-up: a paper step takes minutes on a CPU). When
+    All measured (one timed step after a warm-up: a paper step takes minutes on a CPU). When
     run_batch < per_device_batch (the step at 128 needs more memory than this machine has),
     the step time is scaled linearly in the batch, and labelled so.
     """
-    def build(b):
+    def build(b, placement):
         config = _paper_config(b * mesh.devices.size)
+        with config.unlocked():
+            config.coupling.placement = placement
         _, _, state, step = loop.build_training(config, mesh)
-        return state, step, random_batch((config.batch_size, 32, 32, 4), mesh)
+        return config, state, step, random_batch((config.batch_size, 32, 32, 4), mesh)
 
-    state, step, batch = build(per_device_batch)
-    pair = step.pair_noise.lower(state.step, batch).compile()
+    config, state, step, batch = build(per_device_batch, 'device')
+    pair = step.lower(state, batch)['pair_noise'].compile()
     pair_s = timeit(lambda b: pair(state.step, b)[0], batch, repeats=5)
-    if run_batch != per_device_batch:
-        del state, step
-        state, step, batch = build(run_batch)
-        pair = step.pair_noise.lower(state.step, batch).compile()
+    host_s = host_pairing_seconds(config, mesh, batch)
+    del state, step
+    config, state, step, batch = build(run_batch, 'host')
     t0 = time.perf_counter()
-    update = step.lower(state, batch)[1].compile()
+    update = step.lower(state, batch)['update'].compile()
     compile_s = time.perf_counter() - t0
-    run_s = timeit(StepRunner(pair, update, state), batch, repeats=1)
+    run_s = timeit(StepRunner({'update': update}, state, paired_batch(config, mesh, batch)), repeats=1)
     step_s = run_s * per_device_batch / run_batch
-    return {'per_device_batch': per_device_batch, 'pair_noise_seconds': pair_s, 'measured_batch': run_batch,
+    return {'per_device_batch': per_device_batch, 'device_pair_noise_seconds': pair_s,
+            'host_pairing_seconds': host_s, 'measured_batch': run_batch,
             'measured_step_seconds': run_s, 'update_compile_seconds': compile_s,
+            'update_data_dependent_while_loops': hlo.count_data_dependent_while_loops(update),
             'step_seconds': step_s, 'step_extrapolated': run_batch != per_device_batch,
-            'ot_fraction': pair_s / step_s}
+            'ot_fraction': pair_s / step_s, 'ot_fraction_host_placement': 0.0}
 
 
 def remat_on_cpu():
@@ -253,13 +299,13 @@ def loop_vs_step(mesh, steps=400, log_every=100):
     loop_s = float(np.median([1.0 / row['steps_per_sec'] for row in rows[1:]]))
 
     _, _, state, step = loop.build_training(config, mesh)
-    batch = random_batch((config.batch_size, 8, 8, 1), mesh)
-    run_step = StepRunner(step.pair_noise, step.update, state)
+    batch = paired_batch(config, mesh, random_batch((config.batch_size, 8, 8, 1), mesh))
+    run_step = StepRunner({'update': step.update}, state, batch)
 
     def block_of_steps():
         for _ in range(log_every - 1):
-            run_step(batch)
-        return run_step(batch)
+            run_step()
+        return run_step()
 
     step_s = timeit(block_of_steps, repeats=len(rows) - 1) / log_every
     return {'steps': steps, 'loop_seconds_per_step': loop_s, 'step_seconds': step_s,
@@ -271,7 +317,7 @@ def compiles_per_run(mesh):
     with config.unlocked():
         config.total_steps = 14       # stage length 2: crosses all 5 stages of s1 = 160
     _, _, state, step = loop.build_training(config, mesh)
-    batch = random_batch((16, 8, 8, 1), mesh)
+    batch = paired_batch(config, mesh, random_batch((16, 8, 8, 1), mesh))
     stages = set()
     for _ in range(config.total_steps):
         state, m = step(state, batch)
@@ -296,11 +342,11 @@ def peak_memory(mesh, batches=(32, 64, 128)):
         abstract = jax.eval_shape(lambda: loop.make_initial_state(config, model, optimizer, mesh))
         abstract = jax.tree_util.tree_map(
             lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), abstract)
-        step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), StepConfig(0), mesh)
+        step = make_train_step(model, obj, optimizer, lr_schedule(opt_cfg), loop.step_config(config), mesh)
         batch = jax.ShapeDtypeStruct((config.batch_size, 32, 32, 4), jnp.float32,
                                      sharding=parallel.batch_sharding(mesh))
         t0 = time.perf_counter()
-        mem = step.lower(abstract, batch)[1].compile().memory_analysis()
+        mem = step.lower(abstract, batch)['update'].compile().memory_analysis()
         total = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes \
             - mem.alias_size_in_bytes
         key = f'per_device_batch_{b}'
@@ -334,49 +380,100 @@ def input_pipeline(shape, batch, n=4096, steps=20):
     return batch * steps / (time.perf_counter() - t0)
 
 
-def main():
-    mesh = parallel.make_mesh()
-    out = os.path.join(ROOT, 'benchmarks', 'results.json')
-    if '--only-loop' in sys.argv:  # re-measure the loop section of an existing results.json
-        results = json.load(open(out))
-        results['loop'] = loop_vs_step(mesh)
-        json.dump(results, open(out, 'w'), indent=1)
-        write_markdown(results, os.path.join(ROOT, 'benchmarks', 'README.md'))
-        print(results['loop'])
-        return
-    results = {'machine': {'platform': platform.platform(), 'processor': platform.processor(),
-                           'cpus': os.cpu_count(), 'jax': jax.__version__, 'devices': jax.device_count(),
-                           'backend': jax.default_backend()}}
-    results['matmul_peak_flops_per_s'] = matmul_peak()
-    print('matmul peak', results['matmul_peak_flops_per_s'] / 1e9, 'GFLOP/s', flush=True)
-    results['default'] = step_breakdown(default.get_config(), mesh)
-    print('default', results['default'], flush=True)
-    results['reduced_paper'] = step_breakdown(reduced_paper_config(8), mesh)
-    print('reduced paper', results['reduced_paper'], flush=True)
-    for k in ('default', 'reduced_paper'):
-        results[k]['mfu_cpu'] = results[k]['achieved_flops_per_s'] / results['matmul_peak_flops_per_s']
-    results['ot_seconds'] = ot_times()
-    print('ot', results['ot_seconds'], flush=True)
-    # The paper step at per-device batch 128 needs about 25 GB with its temporaries: on a CPU with
-    # less, its update is run at 32 and scaled linearly (labelled so); its OT program runs at 128.
-    quick = '--quick' in sys.argv
-    if not quick:
-        run_batch = 128 if jax.default_backend() != 'cpu' else 32
-        results['ot_fraction'] = paper_step(mesh, 128, run_batch)
-        print('paper step', results['ot_fraction'], flush=True)
-    results['compiles'] = compiles_per_run(mesh)
-    results['loop'] = loop_vs_step(mesh)
-    print('loop', results['loop'], flush=True)
-    results['remat_cpu'] = remat_on_cpu()
-    if not quick:  # compiles the full paper step three times: about 5 minutes on 2 CPU cores
-        results['peak_memory_paper'] = peak_memory(mesh)
-    paper_step_s = results['ot_fraction']['step_seconds'] if not quick else float('nan')
+def _input_pipelines(r, mesh, quick):
+    out = {}
+    paper_step_s = r['ot_fraction']['step_seconds'] if 'ot_fraction' in r else float('nan')
     for name, cfg, shape in (('default', default.get_config(), (8, 8, 1)),
                              ('paper', celebahq256.get_config(), (32, 32, 4))):
         eps = input_pipeline(shape, cfg.batch_size)
-        consumed = cfg.batch_size / (results['default']['step_seconds'] if name == 'default' else paper_step_s)
-        results[f'input_pipeline_{name}'] = {'reader_examples_per_s': eps, 'step_consumes_examples_per_s': consumed,
-                                             'headroom': eps / consumed}
+        consumed = cfg.batch_size / (r['default']['step_seconds'] if name == 'default' else paper_step_s)
+        out[f'input_pipeline_{name}'] = {'reader_examples_per_s': eps, 'step_consumes_examples_per_s': consumed,
+                                         'headroom': eps / consumed}
+    return out
+
+
+def _headroom(r, mesh, quick):
+    config = celebahq256.get_config()
+    per_example = 4 * analytic_forward_flops(config, 1)
+    one_thread = r['host_pairing']['1_threads']['examples_per_s']
+    return {'host_pairing_headroom': pairing.headroom(per_example, one_thread)}
+
+
+def _vs_pytorch(r, mesh, quick):
+    """One subprocess per XLA flag set (XLA reads its flags once per process)."""
+    import subprocess
+    flag_sets = {'default': ''} if quick else VS_PYTORCH_FLAG_SETS
+    out = {}
+    for name, flags in flag_sets.items():
+        env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS='cpu')
+        threads = ['--threads', '1'] if 'intra_op_parallelism_threads=1' in flags else []
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'vs_pytorch.py'), *threads],
+                              env=env, capture_output=True, text=True, timeout=1800)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+        out[name] = json.loads(lines[-1]) if proc.returncode == 0 and lines else \
+            {'xla_flags': flags, 'error': (proc.stderr or proc.stdout)[-600:]}
+        print('vs_pytorch', name, out[name], flush=True)
+    return {'vs_pytorch': out}
+
+
+# XLA CPU options tried against PyTorch (see the notes of benchmarks/README.md).
+VS_PYTORCH_FLAG_SETS = {
+    'default': '',
+    'one_thread_each': '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1',  # torch too
+    'onednn': '--xla_cpu_use_onednn=true',
+    'xnnpack': '--xla_cpu_use_xnnpack=true',
+}
+
+# name -> (function of (results so far, mesh, quick) -> dict merged into the results, skipped by --quick)
+SECTIONS = {
+    'matmul': (lambda r, mesh, q: {'matmul_peak_flops_per_s': matmul_peak()}, False),
+    'default': (lambda r, mesh, q: {'default': step_breakdown(default.get_config(), mesh)}, False),
+    'reduced_paper': (lambda r, mesh, q: {'reduced_paper': step_breakdown(reduced_paper_config(8), mesh)}, False),
+    'while_loops': (lambda r, mesh, q: {'device_program_while_loops':
+                                        pairing.device_program_while_loops(default.get_config(), mesh)}, False),
+    'hungarian_iterations': (lambda r, mesh, q: {'hungarian_iterations': pairing.hungarian_iterations()}, False),
+    'host_pairing': (lambda r, mesh, q: {'host_pairing': pairing.host_pairing(threads=(1, os.cpu_count() or 1))},
+                     False),
+    'headroom': (_headroom, False),
+    'ot_seconds': (lambda r, mesh, q: {'ot_seconds': ot_times()}, False),
+    # The paper step at per-device batch 128 needs about 25 GB with its temporaries: on a CPU with less,
+    # its update is run at 32 and scaled linearly (labelled so); the pairing runs at 128.
+    'ot_fraction': (lambda r, mesh, q: {'ot_fraction': paper_step(
+        mesh, 128, 128 if jax.default_backend() != 'cpu' else 32)}, True),
+    'compiles': (lambda r, mesh, q: {'compiles': compiles_per_run(mesh)}, False),
+    'loop': (lambda r, mesh, q: {'loop': loop_vs_step(mesh)}, False),
+    'remat_cpu': (lambda r, mesh, q: {'remat_cpu': remat_on_cpu()}, False),
+    # compiles the full paper step three times: about 5 minutes on 2 CPU cores
+    'peak_memory_paper': (lambda r, mesh, q: {'peak_memory_paper': peak_memory(mesh)}, True),
+    'input_pipeline': (_input_pipelines, False),
+    'vs_pytorch': (_vs_pytorch, False),
+}
+
+
+def main():
+    mesh = parallel.make_mesh()
+    out = os.path.join(ROOT, 'benchmarks', 'results.json')
+    quick = '--quick' in sys.argv
+    only = None
+    if '--only' in sys.argv:  # re-measure some sections into the existing results.json
+        only = sys.argv[sys.argv.index('--only') + 1].split(',')
+        unknown = set(only) - set(SECTIONS)
+        if unknown:
+            raise SystemExit(f'unknown sections {sorted(unknown)}; valid: {list(SECTIONS)}')
+    results = json.load(open(out)) if only and os.path.exists(out) else {}
+    results['machine'] = {'platform': platform.platform(), 'processor': platform.processor(),
+                          'cpus': os.cpu_count(), 'jax': jax.__version__, 'devices': jax.device_count(),
+                          'backend': jax.default_backend()}
+    for name, (fn, slow) in SECTIONS.items():
+        if (only and name not in only) or (quick and slow):
+            continue
+        t0 = time.perf_counter()
+        results.update(fn(results, mesh, quick))
+        print(f'[{name}: {time.perf_counter() - t0:.0f} s]', flush=True)
+        json.dump(results, open(out, 'w'), indent=1)   # a partial run keeps what it measured
+    for k in ('default', 'reduced_paper'):
+        if k in results and 'matmul_peak_flops_per_s' in results:
+            results[k]['mfu_cpu'] = results[k]['achieved_flops_per_s'] / results['matmul_peak_flops_per_s']
     json.dump(results, open(out, 'w'), indent=1)
     write_markdown(results, os.path.join(ROOT, 'benchmarks', 'README.md'))
     print(json.dumps(results, indent=1))
@@ -387,72 +484,6 @@ def _paper_config(batch):
     with c.unlocked():
         c.batch_size = batch
     return c
-
-
-def write_markdown(r, path):
-    d, p = r['default'], r['reduced_paper']
-    machine = r['machine']
-    lines = ['# Benchmarks', '',
-             'Made by `python benchmarks/run.py` (about 25 minutes on 2 idle CPU cores; `--quick` skips the',
-             'full paper step and its memory analysis, about 8 minutes), which rewrites the tables of this file',
-             'and `results.json`. Times are medians of repeated calls in one run; compare ratios, not absolute',
-             'times (this machine is shared and noisy). No accelerator here: the CPU numbers show where time',
-             'goes, not what a TPU or GPU achieves.', '',
-             f"Machine: {machine['processor'] or machine['platform']}, {machine['cpus']} cores, "
-             f"jax {machine['jax']} ({machine['backend']}, {machine['devices']} device); "
-             f"f32 matmul peak {r['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s.", '',
-             '## Step breakdown', '',
-             '`network_seconds` is the network\'s own work jitted alone (student forward + backward, target',
-             'forward); `step_seconds` the whole train step (noise + OT pairing program, then the update program:',
-             'loss, gradient, RAdam, two EMAs, skip logic, metrics).', '',
-             '| | default (digits, batch 64) | reduced paper UNet (32 ch, batch 8) |', '|---|---|---|']
-    for key, fmt in (('step_seconds', '{:.4f}'), ('network_seconds', '{:.4f}'), ('overhead_ratio', '{:.3f}'),
-                     ('pair_noise_seconds', '{:.4f}'), ('optimizer_ema_seconds', '{:.4f}'),
-                     ('compile_seconds', '{:.1f}'), ('xla_over_analytic', '{:.3f}'), ('mfu_cpu', '{:.3f}')):
-        lines.append(f'| {key} | {fmt.format(d[key])} | {fmt.format(p[key])} |')
-    c, lp = r['compiles'], r['loop']
-    lines += ['', f"compiles_per_run: {c['compiles_per_run']} over {c['steps']} steps crossing N = {c['stages_crossed']}",
-              '', f"The whole training loop on the default config (`loop.train`: input pipeline, dispatch, logging) "
-              f"takes {lp['loop_seconds_per_step']:.4f} s per step against {lp['step_seconds']:.4f} s for the compiled "
-              f"step alone, timed straight after: loop_over_step **{lp['loop_over_step']:.3f}** (medians over "
-              f"blocks of 100 steps, after the compile).",
-              '', '## OT coupling', '', '| OT per-device batch | ' + ' | '.join(str(b) for b in (16, 32, 64, 128, 256)) + ' |',
-              '|---|' + '---|' * 5]
-    for m in ('exact', 'sinkhorn'):
-        lines.append(f'| {m} (s) | ' + ' | '.join(f"{r['ot_seconds'][f'{m}_{b}']:.4f}" for b in (16, 32, 64, 128, 256)) + ' |')
-    if 'ot_fraction' in r:
-        o = r['ot_fraction']
-        how = (f"measured at per-device batch {o['measured_batch']} ({o['measured_step_seconds']:.1f} s) and scaled "
-               f"linearly to {o['per_device_batch']}" if o['step_extrapolated'] else 'measured')
-        lines += ['', f"ot_fraction of the paper step (151M-parameter UNet) at per-device batch {o['per_device_batch']}: "
-                  f"**{o['ot_fraction']:.5f}** = the step's pair_noise program ({o['pair_noise_seconds']:.4f} s, measured "
-                  f"at {o['per_device_batch']}) / the whole step ({o['step_seconds']:.1f} s, {how})."]
-    if 'peak_memory_paper' in r:
-        lines += ['', '## Peak memory of the paper step', '',
-                  '151M-parameter UNet, float32, RAdam + 2 EMAs: XLA\'s memory analysis of the compiled update program',
-                  '(not run): arguments + outputs + temporaries - donated aliases.', '',
-                  '| per-device batch | temp GB | arguments GB | peak estimate GB | fits 16 / 32 / 80 GB |',
-                  '|---|---|---|---|---|']
-        for v in r['peak_memory_paper'].values():
-            fits = ' / '.join('yes' if v['peak_estimate_gb'] <= cap else 'no' for cap in (16, 32, 80))
-            lines.append(f"| {v['batch']} | {v['temp_gb']:.2f} | {v['arguments_gb']:.2f} | "
-                         f"{v['peak_estimate_gb']:.2f} | {fits} |")
-    rc = r['remat_cpu']
-    lines += ['', f"Remat on this backend (toy MLP, `remat_on_cpu`): JAX lowers {rc['dots_lowered_plain']} dots without "
-              f"and {rc['dots_lowered_remat']} with jax.checkpoint; the compiled programs have {rc['dots_compiled_plain']} "
-              f"and {rc['dots_compiled_remat']}, temp {rc['temp_mb_plain']:.0f} MB and {rc['temp_mb_remat']:.0f} MB."]
-    lines += ['', '## Input pipeline', '', '| input pipeline | reader examples/s | step consumes examples/s | headroom |',
-              '|---|---|---|---|']
-    for k in ('default', 'paper'):
-        v = r[f'input_pipeline_{k}']
-        lines.append(f"| {k} | {v['reader_examples_per_s']:.0f} | {v['step_consumes_examples_per_s']:.2f} | "
-                     f"{v['headroom']:.0f}x |")
-    notes = ''
-    if os.path.exists(path):  # keep the hand-written notes below the generated tables
-        old = open(path).read()
-        if '\n## Notes' in old:
-            notes = old[old.index('\n## Notes'):]
-    open(path, 'w').write('\n'.join(lines) + '\n' + notes)
 
 
 if __name__ == '__main__':

@@ -35,6 +35,9 @@ def get_config():
     c.coupling = ml_collections.ConfigDict(dict(
         method='exact',                # exact | sinkhorn | none (§9); per device
         sinkhorn_epsilon=0.01,
+        placement='host',              # host: in the input pipeline, train.prefetch steps ahead
+                                       # (the device runs no data-dependent loop); device: on the mesh
+        host_threads=0,                # pairing threads per host; 0 = one per local device (<= cores)
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,   # RAdam, coupled L2 (§13)
@@ -45,7 +48,7 @@ def get_config():
         max_skips_in_a_row=100,        # non-finite policy: stop after this many skipped updates
         keep_checkpoints=3,            # the last few ...
         keep_period=50_000,            # ... and every keep_period-th step
-        prefetch=4,
+        prefetch=4,                    # steps the host prepares ahead: read, noise, OT pairing
         restore_fallback=False,        # if the newest checkpoint is unreadable, resume from an older one
     ))
     c.data = ml_collections.ConfigDict(dict(

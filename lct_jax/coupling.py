@@ -3,8 +3,15 @@
 The authors solve an exact OT problem on each GPU's own minibatch between the
 flattened normalised latents x and unit noise z (squared Euclidean cost) and
 pair every x with the z the plan assigns to it. Here the same happens on each
-device's shard of the global batch, inside `jax.shard_map`, so pairs never
-cross devices and nothing is gathered.
+device's own rows of the global batch, so pairs never cross devices. Where it
+runs is `coupling.placement`:
+  'host'   (default) in the input pipeline, on the host CPU, steps ahead of the
+           device (`lct_jax.data.host_pairing`): the Hungarian is a sequential
+           loop of thousands of iterations, cheap on a CPU core and costly on a
+           GPU, where each iteration is kernel launches and a host read-back.
+  'device' inside a jitted program over the mesh (`couple_per_device`, shard_map).
+Both draw the noise with `step_rng.step_noise` and pair with `couple`, so they
+give the same z and the same permutation.
 
 Methods:
   'exact'    Hungarian matching (`ott.tools.unreg.hungarian`), the paper's choice.
@@ -23,6 +30,7 @@ from ott.solvers import linear
 from ott.tools import unreg
 
 METHODS = ('exact', 'sinkhorn', 'none')
+PLACEMENTS = ('host', 'device')
 
 
 def _flat(a):
@@ -84,22 +92,27 @@ def couple(x, z, method: str = 'exact', epsilon: float = 0.01):
     return paired, ratio
 
 
+def couple_rows(x, z, method: str = 'exact', epsilon: float = 0.01):
+    """`couple` with the cost ratio repeated on every row: (paired z, ratio per row).
+
+    Per-row ratios shard like the batch, so the mean over the global batch is
+    the mean over devices of each device's ratio, whichever placement paired it.
+    """
+    paired, ratio = couple(x, z, method, epsilon)
+    return paired, jnp.full((x.shape[0],), ratio, jnp.float32)
+
+
 def couple_per_device(x, z, mesh, axis: str = 'data', method: str = 'exact',
                       epsilon: float = 0.01):
-    """`couple` on each device's own shard of a batch sharded along `axis`.
+    """`couple_rows` on each device's own shard of a batch sharded along `axis`.
 
-    Returns the re-paired noise (sharded like z) and the cost ratio averaged
-    over devices. ott-jax's while-loop carry fails shard_map's varying-axes
-    check, hence check_vma=False (the computation is purely per-device).
+    Returns the re-paired noise and the per-row cost ratios (both sharded like
+    z). ott-jax's while-loop carry fails shard_map's varying-axes check, hence
+    check_vma=False (the computation is purely per-device).
     """
     if method == 'none':
-        return z, jnp.float32(1.0)
-
-    def local(xs, zs):
-        paired, ratio = couple(xs, zs, method, epsilon)
-        return paired, jax.lax.pmean(ratio, axis)
-
+        return z, jnp.ones((x.shape[0],), jnp.float32)
     spec = P(axis)
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=(spec, P()),
-                       check_vma=False)
+    fn = jax.shard_map(lambda xs, zs: couple_rows(xs, zs, method, epsilon), mesh=mesh,
+                       in_specs=(spec, spec), out_specs=(spec, spec), check_vma=False)
     return fn(x, z)

@@ -80,6 +80,14 @@ def process_batch_slice(global_batch: int, mesh: Mesh) -> slice:
     return slice(lo, hi)
 
 
+def device_row_slices(global_batch: int, mesh: Mesh) -> list[slice]:
+    """The global batch rows each of this process's devices holds, in row order."""
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
+    rows = {(idx[0].start or 0, global_batch if idx[0].stop is None else idx[0].stop)
+            for idx in index_map.values()}
+    return [slice(lo, hi) for lo, hi in sorted(rows)]
+
+
 def global_batch_from_local(local: np.ndarray, mesh: Mesh) -> jax.Array:
     """Assemble a global batch, sharded on 'data', from each process's rows."""
     return jax.make_array_from_process_local_data(batch_sharding(mesh), local)

@@ -74,4 +74,4 @@ def test_pairs_form_within_each_device_batch_only():
         r, c = linear_sum_assignment(C)
         assert _cost_matrix(x[blk], paired[blk]).trace() == pytest.approx(C[r, c].sum(), rel=1e-5)
         ratios.append(C[r, c].sum() / np.trace(C))
-    assert float(ratio) == pytest.approx(np.mean(ratios), rel=1e-4)
+    assert float(np.mean(ratio)) == pytest.approx(np.mean(ratios), rel=1e-4)

@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import threading
 
 import jax
 import numpy as np
@@ -25,9 +26,28 @@ def smoke_config(**overrides):
     return c
 
 
+_PAIRERS = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pairers():
+    yield
+    while _PAIRERS:
+        _PAIRERS.pop().close()
+
+
 def _step_and_state(config, mesh):
+    """(state, run) where run(state, x) pairs x's noise as the loop does (host placement) and steps."""
     _, _, state, step = loop.build_training(config, mesh)
-    return state, step
+    pairer = loop.make_host_pairer(config, mesh)
+    if pairer is not None:
+        _PAIRERS.append(pairer)
+
+    def run(state, x):
+        x = np.asarray(x)
+        return step(state, loop.device_batch(x if pairer is None else (x, *pairer(int(state.step), x)), mesh))
+
+    return state, run
 
 
 def _batch(n=16, seed=0):
@@ -41,8 +61,7 @@ def test_four_devices_equal_one_device_without_coupling():
         mesh = parallel.make_mesh(devices)
         state, step = _step_and_state(config, mesh)
         for k in range(3):
-            batch = jax.device_put(_batch(seed=k), parallel.batch_sharding(mesh))
-            state, metrics = step(state, batch)
+            state, metrics = step(state, _batch(seed=k))
         results.append(jax.device_get(state.params))
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
@@ -54,12 +73,12 @@ def test_non_finite_batch_skips_the_update_and_is_counted():
     bad = _batch()
     bad[3, 2, 2, 0] = np.nan
     before = jax.device_get(state.params)
-    state, m = step(state, jax.device_put(bad, parallel.batch_sharding(mesh)))
+    state, m = step(state, bad)
     assert int(m['skipped']) == 1 and int(m['skipped_total']) == 1 and int(state.step) == 1
     jax.tree_util.tree_map(np.testing.assert_array_equal, before, jax.device_get(state.params))
-    state, m = step(state, jax.device_put(bad, parallel.batch_sharding(mesh)))
+    state, m = step(state, bad)
     assert int(m['skipped_in_a_row']) == 2
-    state, m = step(state, jax.device_put(_batch(), parallel.batch_sharding(mesh)))
+    state, m = step(state, _batch())
     assert int(m['skipped']) == 0 and int(m['skipped_in_a_row']) == 0 and int(m['skipped_total']) == 2
     # the run of 2 is remembered for the loop's check at the next log step
     assert int(m['longest_skip_run']) == 2 and int(state.longest_skip_run) == 2
@@ -70,6 +89,8 @@ def test_smoke_run_leaves_everything_and_compiles_once(tmp_path):
     workdir = str(tmp_path / 'run')
     m = loop.train(smoke_config(), workdir, show_progress=False)
     assert m['final_step'] == 20 and m['trace_count'] == 1
+    # the input pipeline's reader and pairing threads stopped with the run
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(('lct-input', 'lct-pairing'))]
     assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['10', '20']
     assert glob.glob(os.path.join(workdir, 'tensorboard', 'events.out.tfevents.*'))
     lines = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]

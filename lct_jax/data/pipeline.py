@@ -75,16 +75,19 @@ class Normalizer:
 class InputPipeline:
     """Iterates this process's rows of the global batches from `start_step` on.
 
-    Reading runs ahead in a thread pool (`prefetch` batches), so the
-    accelerator never waits on the disk in steady state.
+    Reading (and, given a `pairer`, drawing the noise and OT-pairing it, see
+    `host_pairing.HostPairer`) runs `prefetch` steps ahead in a thread pool, so
+    the accelerator never waits on the disk or the pairing in steady state.
+    Yields x, or (x, z paired, per-row cost ratio) with a pairer.
     """
 
     def __init__(self, dataset: LatentDataset, normalizer: Normalizer, batch_size: int, seed: int,
-                 rows: slice, start_step: int = 0, prefetch: int = 4, workers: int = 4):
+                 rows: slice, start_step: int = 0, prefetch: int = 4, workers: int = 4, pairer=None):
         self.dataset, self.normalizer = dataset, normalizer
         self.batch_size, self.seed, self.rows = batch_size, seed, rows
         self.step = start_step
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers)
+        self.pairer = pairer
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='lct-input')
         self._queue: collections.deque = collections.deque()
         self._prefetch = prefetch
         self._next_submit = start_step
@@ -93,16 +96,26 @@ class InputPipeline:
         idx = batch_indices(step, self.batch_size, len(self.dataset), self.seed)[self.rows]
         return self.normalizer.normalize(self.dataset.read_batch(idx)).astype(np.float32)
 
+    def _prepare(self, step: int):
+        x = self.local_batch(step)
+        if self.pairer is None:
+            return x
+        return (x, *self.pairer(step, x))
+
     def __iter__(self):
         return self
 
     def __next__(self) -> np.ndarray:
         while len(self._queue) < self._prefetch:
-            self._queue.append(self._pool.submit(self.local_batch, self._next_submit))
+            self._queue.append(self._pool.submit(self._prepare, self._next_submit))
             self._next_submit += 1
         batch = self._queue.popleft().result()  # re-raises a reader error (file, record) here
         self.step += 1
         return batch
 
     def close(self):
+        """Stop the workers: queued steps are cancelled, running ones finish; no thread outlives this."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self.pairer is not None:
+            self.pairer.close()
+        self._pool.shutdown(wait=True)

@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils
 
 from lct_jax import parallel, sampling
 from lct_jax.data import latents as latents_lib
+from lct_jax.data.host_pairing import HostPairer
 from lct_jax.data.pipeline import InputPipeline, Normalizer
 from lct_jax.images import grid, save_grid
 from lct_jax.models.autoencoder import make_codec, to_uint8
@@ -25,7 +26,7 @@ from lct_jax.builders import build_model, build_objective, check_dataset, latent
 from lct_jax.train import checkpoints
 from lct_jax.train.metric_writer import MetricWriter
 from lct_jax.train.state import init_state, lr_schedule, make_optimizer
-from lct_jax.train.step import StepConfig, make_train_step
+from lct_jax.train.step import PairedBatch, StepConfig, make_train_step
 
 
 class NonFiniteError(RuntimeError):
@@ -65,11 +66,32 @@ def build_training(config, mesh):
     opt_cfg = _opt_cfg(config)
     optimizer = make_optimizer(opt_cfg)
     state = make_initial_state(config, model, optimizer, mesh)
-    step_fn = make_train_step(model, objective, optimizer, lr_schedule(opt_cfg),
-                              StepConfig(config.seed, config.coupling.method,
-                                         config.coupling.sinkhorn_epsilon, tuple(config.ema_decays)),
-                              mesh)
+    step_fn = make_train_step(model, objective, optimizer, lr_schedule(opt_cfg), step_config(config), mesh)
     return model, objective, state, step_fn
+
+
+def step_config(config) -> StepConfig:
+    c = config.coupling
+    return StepConfig(config.seed, c.method, c.sinkhorn_epsilon, tuple(config.ema_decays), c.placement)
+
+
+def make_host_pairer(config, mesh) -> HostPairer | None:
+    """The input pipeline's noise + OT pairing (placement 'host'), or None (placement 'device')."""
+    c = config.coupling
+    if c.placement != 'host':
+        return None
+    m = config.model
+    return HostPairer(config.seed, c.method, c.sinkhorn_epsilon,
+                      (m.img_resolution, m.img_resolution, m.in_channels),
+                      parallel.process_batch_slice(config.batch_size, mesh),
+                      parallel.device_row_slices(config.batch_size, mesh), threads=c.host_threads)
+
+
+def device_batch(local, mesh):
+    """The global batch the step takes, from this process's rows (x, or x with its paired noise)."""
+    if isinstance(local, tuple):
+        return PairedBatch(*(parallel.global_batch_from_local(a, mesh) for a in local))
+    return parallel.global_batch_from_local(local, mesh)
 
 
 def make_initial_state(config, model, optimizer, mesh):
@@ -125,7 +147,7 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     # Config errors surface here, before any data work or compilation.
     build_model(config)
     build_objective(config)
-    StepConfig(config.seed, config.coupling.method)
+    step_config(config)
     latent_dir = latent_dir_of(config, workdir)
     codec = make_codec(config.autoencoder, image_channels=config.model.in_channels)
     if not os.path.exists(os.path.join(latent_dir, latents_lib.MANIFEST)):
@@ -146,9 +168,6 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     if restored is not None and jax.process_index() == 0:
         print(f'resumed from {workdir}/checkpoints/{restored}', flush=True)
     start = int(state.step)
-    rows = parallel.process_batch_slice(config.batch_size, mesh)
-    pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed, rows,
-                             start_step=start, prefetch=config.train.prefetch)
     writer = MetricWriter(workdir)
     grids = SampleGrids(config, model, objective, codec, normalizer, mesh)
     stop = _StopFlag()
@@ -157,9 +176,13 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
                         enabled=show_progress and jax.process_index() == 0)
     last_metrics, t_log, step_log = {}, time.time(), start
     step = saved = start
+    # Created last, just before the try: its reader and pairing threads are stopped on every exit path.
+    pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed,
+                             parallel.process_batch_slice(config.batch_size, mesh), start_step=start,
+                             prefetch=config.train.prefetch, pairer=make_host_pairer(config, mesh))
     try:
         while step < config.total_steps:
-            batch = parallel.global_batch_from_local(next(pipeline), mesh)
+            batch = device_batch(next(pipeline), mesh)
             state, metrics = step_fn(state, batch)
             step += 1
             log_now = step % config.log_every == 0 or step == config.total_steps

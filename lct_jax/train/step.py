@@ -1,12 +1,16 @@
 """The pure, jitted train step: (state, batch) -> (state, metrics) (spec §11).
 
-Two `jax.jit` programs over the mesh (noise pairing, then the update), the
-batch sharded on 'data', the state replicated and donated. The gradient of
-the mean loss over the global batch is the all-device average, so XLA inserts
-the all-reduce; only the OT coupling runs per device
-(`coupling.couple_per_device`). Every schedule is a
-function of `state.step` inside the step, and the RNG is
-`fold_in(seed, step)`, so a resumed run is the same run.
+The device runs one `jax.jit` program over the mesh, `update` (loss,
+gradient, RAdam, EMAs, skip logic), the batch sharded on 'data', the state
+replicated and donated. The gradient of the mean loss over the global batch
+is the all-device average, so XLA inserts the all-reduce. The noise and its
+OT pairing come with the batch: by default the host draws and pairs them in
+the input pipeline, steps ahead (`coupling.placement='host'`,
+`lct_jax.data.host_pairing`), so the device program holds no data-dependent
+loop; with `placement='device'` a second program, `pair_noise`, does it on
+the mesh first (`coupling.couple_per_device`). Every schedule is a function
+of `state.step` inside the step, and the RNG is `fold_in(seed, step)`, so a
+resumed run is the same run.
 
 Non-finite policy: if the loss or any gradient is not finite, the update is
 skipped inside the compiled step (params, optimizer state and EMAs are kept;
@@ -20,12 +24,14 @@ were, so nothing is lost by the delay).
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from lct_jax import coupling, parallel
+from lct_jax.step_rng import step_keys, step_noise
 from lct_jax.objective import Objective
 from lct_jax.train.state import TrainState
 
@@ -36,10 +42,20 @@ class StepConfig:
     coupling: str = 'exact'
     sinkhorn_epsilon: float = 0.01
     ema_decays: tuple = (0.9999, 0.99993)
+    placement: str = 'host'          # where the noise is drawn and OT-paired: 'host' | 'device'
 
     def __post_init__(self):
         if self.coupling not in coupling.METHODS:
             raise ValueError(f'unknown coupling method {self.coupling!r}; valid: {coupling.METHODS}')
+        if self.placement not in coupling.PLACEMENTS:
+            raise ValueError(f'unknown coupling placement {self.placement!r}; valid: {coupling.PLACEMENTS}')
+
+
+class PairedBatch(NamedTuple):
+    """A global batch with its noise already drawn and OT-paired (host placement); all sharded on 'data'."""
+    x: jax.Array
+    z: jax.Array
+    ot_ratio: jax.Array      # (B,): each row holds its device's pair-cost ratio
 
 
 def _all_finite(tree):
@@ -47,37 +63,33 @@ def _all_finite(tree):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _step_keys(seed: int, step):
-    """(noise key, loss key) of a step: fold_in(seed, step), so a resumed run is the same run."""
-    return jax.random.split(jax.random.fold_in(jax.random.key(seed), step))
-
-
 def make_train_step(model, objective: Objective, optimizer: optax.GradientTransformation,
                     lr_schedule, step_cfg: StepConfig, mesh):
     """The compiled train step; `.trace_count()` says how many times it was traced.
 
-    Two jitted programs run back to back on the device with no host round trip:
-    `pair_noise` (draw z, OT-pair it with the batch on each device) and `update`
-    (loss, gradient, optimizer, EMAs). Fused into one program, XLA's CPU backend
-    ran the Hungarian while-loop about 300x slower than alone (0.35 s against 1 ms
-    at batch 8 next to the reduced paper UNet; benchmarks/README.md).
+    `objective.loss(params, apply_fn, x, z, key, step) -> (loss, metrics)` is what
+    is differentiated. With the host placement the step is the `update` program
+    alone, called on a `PairedBatch`; with the device placement `pair_noise` (draw
+    z, OT-pair it on each device) runs first, as a separate program dispatched back
+    to back with no host round trip: fused into one program, XLA's CPU backend ran
+    the Hungarian while-loop about 300x slower than alone (0.35 s against 1 ms at
+    batch 8 next to the reduced paper UNet; benchmarks/README.md).
     """
-    traces = {'pair_noise': 0, 'update': 0}
+    traces = {'update': 0}
     batch_sharding = parallel.batch_sharding(mesh)
     repl = parallel.replicated(mesh)
 
     def pair_noise(step, batch):
         traces['pair_noise'] += 1
-        noise_key, _ = _step_keys(step_cfg.seed, step)
-        # threefry is partitionable: the same z for any device count.
+        rows = jnp.arange(batch.shape[0], dtype=jnp.int32)
         z = jax.lax.with_sharding_constraint(
-            jax.random.normal(noise_key, batch.shape, jnp.float32), batch_sharding)
+            step_noise(step_cfg.seed, step, rows, batch.shape[1:]), batch_sharding)
         return coupling.couple_per_device(batch, z, mesh, parallel.DATA_AXIS,
                                           step_cfg.coupling, step_cfg.sinkhorn_epsilon)
 
     def update(state: TrainState, batch, z, ot_ratio):
         traces['update'] += 1
-        _, loss_key = _step_keys(step_cfg.seed, state.step)
+        _, loss_key = step_keys(step_cfg.seed, state.step)
         grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
         (loss, metrics), grads = grad_fn(state.params, model.apply, batch, z, loss_key, state.step)
         finite = jnp.isfinite(loss) & _all_finite(grads)
@@ -104,38 +116,55 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
             longest_skip_run=jnp.maximum(state.longest_skip_run, in_a_row))
         metrics = dict(metrics, grad_norm=optax.global_norm(grads),
                        param_norm=optax.global_norm(params), update_norm=update_norm,
-                       learning_rate=lr_schedule(state.step), ot_cost_ratio=ot_ratio,
+                       learning_rate=lr_schedule(state.step), ot_cost_ratio=jnp.mean(ot_ratio),
                        skipped=skipped, skipped_total=new_state.skipped_total,
                        skipped_in_a_row=in_a_row, longest_skip_run=new_state.longest_skip_run)
         return new_state, metrics
 
-    pair_jitted = jax.jit(pair_noise, in_shardings=(repl, batch_sharding),
-                          out_shardings=(batch_sharding, repl))
+    pair_jitted = None
+    if step_cfg.placement == 'device':
+        traces['pair_noise'] = 0
+        pair_jitted = jax.jit(pair_noise, in_shardings=(repl, batch_sharding),
+                              out_shardings=(batch_sharding, batch_sharding))
     # The old state's buffers become the new state's (no output has the batch's shape, so
     # donating the batch or z would only raise XLA's "not usable" warning).
-    update_jitted = jax.jit(update, in_shardings=(repl, batch_sharding, batch_sharding, repl),
+    update_jitted = jax.jit(update, in_shardings=(repl, batch_sharding, batch_sharding, batch_sharding),
                             out_shardings=(repl, repl), donate_argnums=(0,))
     return CompiledStep(pair_jitted, update_jitted, traces)
 
 
 class CompiledStep:
-    """`pair_noise` then `update`, plus a count of their traces (a retrace means a recompile)."""
+    """The step's device programs, plus a count of their traces (a retrace means a recompile).
+
+    Host placement: `step(state, PairedBatch)` runs `update`. Device placement:
+    `step(state, x)` runs `pair_noise` then `update`.
+    """
 
     def __init__(self, pair_noise, update, traces):
         self.pair_noise, self.update, self._traces = pair_noise, update, traces
 
+    @property
+    def pairs_on_device(self) -> bool:
+        return self.pair_noise is not None
+
     def __call__(self, state, batch):
+        if self.pair_noise is None:
+            return self.update(state, *batch)
         z, ot_ratio = self.pair_noise(state.step, batch)
         return self.update(state, batch, z, ot_ratio)
 
-    def lower(self, state, batch):
-        """(lowered pair_noise, lowered update) for AOT compilation and XLA's analyses."""
-        z = jax.ShapeDtypeStruct(batch.shape, jnp.float32, sharding=batch.sharding)
-        ratio = jax.ShapeDtypeStruct((), jnp.float32, sharding=state.step.sharding)
-        return self.pair_noise.lower(state.step, batch), self.update.lower(state, batch, z, ratio)
+    def lower(self, state, x) -> dict:
+        """{program name: lowered program} of what the step dispatches to the mesh, for AOT
+        compilation and XLA's analyses; x is the batch's (abstract) data."""
+        z = jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
+        ratio = jax.ShapeDtypeStruct(x.shape[:1], jnp.float32, sharding=x.sharding)
+        programs = {'update': self.update.lower(state, x, z, ratio)}
+        if self.pair_noise is not None:
+            programs = {'pair_noise': self.pair_noise.lower(state.step, x), **programs}
+        return programs
 
     def trace_count(self) -> int:
-        """The most traces of either program: 1 when neither ever recompiled."""
+        """The most traces of any program: 1 when none ever recompiled."""
         return max(self._traces.values())
 
 
