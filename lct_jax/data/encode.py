@@ -5,8 +5,8 @@ example's posterior noise comes from fold_in(seed, index), so a shard's bytes
 do not depend on batching or on which run wrote it: an interrupted encode
 re-run writes only the missing shards (a shard appears under its final name
 only once complete) and ends with the same files. With several processes,
-process p encodes shards p, p + P, ...; process 0 then writes the stats and
-the manifest.
+process p encodes shards p, p + P, ...; process 0 then writes the stats, the
+manifest, and tfds metadata (so `tfds.builder_from_directory` reads the shards).
 """
 from __future__ import annotations
 
@@ -84,9 +84,20 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
         with open(tmp, 'w') as f:
             json.dump(manifest, f, indent=1)
         os.replace(tmp, os.path.join(latent_dir, latents.MANIFEST))
+        offer_to_tfds(latent_dir, manifest,
+                      [min(examples_per_shard, n - i * examples_per_shard) for i in range(num_shards)])
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices('lct_jax_encode_manifest_written')
     return manifest
+
+
+def offer_to_tfds(latent_dir: str, manifest: dict, shard_lengths) -> None:
+    """tfds metadata beside the shards, where tensorflow-datasets is installed (nothing needs it)."""
+    try:
+        from lct_jax.data.tfds_metadata import write_tfds_metadata
+        write_tfds_metadata(latent_dir, manifest, shard_lengths)
+    except ImportError:
+        pass
 
 
 def write_stats(latent_dir: str, shard_names, scale_factor: float, shape) -> None:

@@ -1,4 +1,4 @@
-"""Image sources for encoding: the packaged default, an image folder, a tfds dataset.
+"""Image sources for encoding: the packaged default, an image folder, a prepared tfds dataset.
 
 Each source is a sequence of uint8 HxWxC images at the configured resolution,
 addressed by index (so an interrupted encode can resume any shard).
@@ -7,6 +7,8 @@ indices n..2n-1 are the mirror images of 0..n-1.
 """
 from __future__ import annotations
 
+import bisect
+import io
 import os
 
 import numpy as np
@@ -84,23 +86,117 @@ class ImageFolderSource(Source):
 
 
 class TfdsSource(Source):
-    """A tfds dataset's images (needs TensorFlow and the dataset prepared locally)."""
+    """A prepared tfds split's images, read without TensorFlow and never all at once.
+
+    ArrayRecord datasets are read at random through tfds's own data source
+    (`as_data_source`, what `tfds.data_source` returns). TFRecord datasets are
+    read by `TFRecordSplit` below, one file at a time: only the records an
+    index asks for are read (plus the 12-byte headers of that file), so an
+    encode holds one batch of images at most and a resumed encode reads only
+    the shards it rewrites. Either way the stored image bytes are decoded with
+    PIL exactly as image files are, so a tfds dataset and the same images in a
+    folder give the same pixels. `records_read` counts what was read (for tests).
+    """
+    image_key = 'image'
 
     def __init__(self, name: str, split: str, resolution: int, data_dir: str | None = None):
+        builder = _tfds_builder(name, data_dir)  # first: it says what to install if tfds is missing
+        from tensorflow_datasets.core import file_adapters
+        from tensorflow_datasets.core.decode import base as decode_base
         try:
-            import tensorflow_datasets as tfds
-        except ImportError as e:
-            raise ImportError('data.tfds_name needs tensorflow and tensorflow-datasets installed') from e
+            split_info = builder.info.splits[split]  # also slices: 'train[:1000]'
+        except (KeyError, ValueError) as e:
+            raise ValueError(f'tfds {name}: split {split!r}: {e}') from None
+        fmt = builder.info.file_format
+        if fmt == file_adapters.FileFormat.ARRAY_RECORD:
+            self._records = builder.as_data_source(split=split,
+                                                   deserialize_method=decode_base.DeserializeMethod.RAW_BYTES)
+        elif fmt in (None, file_adapters.FileFormat.TFRECORD):  # tfds' default format
+            self._records = TFRecordSplit(split_info.file_instructions)
+        else:
+            raise ValueError(f'tfds {name}: file format {fmt.value} is not read here; prepare it as '
+                             f'array_record or tfrecord')
         self.name = f'tfds:{name}/{split}'
-        ds = tfds.load(name, split=split, data_dir=data_dir or None, download=False)
-        self._images = [ex['image'] for ex in tfds.as_numpy(ds)]
+        self.file_format = (fmt or file_adapters.FileFormat.TFRECORD).value
         self.resolution = resolution
+        self.records_read = 0
+        self._len = split_info.num_examples
 
     def __len__(self):
-        return len(self._images)
+        return self._len
+
+    def _pixels(self, payload: bytes) -> np.ndarray:
+        from lct_jax.data import example_codec
+        features = example_codec.decode_example(payload)
+        if not features.get(self.image_key):
+            raise ValueError(f'{self.name}: examples have no {self.image_key!r} image; '
+                             f'their bytes / int features: {sorted(features)}')
+        with Image.open(io.BytesIO(features[self.image_key][0])) as img:
+            return resize_center_crop(img.convert('RGB'), self.resolution)
 
     def image(self, index):
-        return resize_center_crop(Image.fromarray(self._images[index]).convert('RGB'), self.resolution)
+        return self.images([index])[0]
+
+    def images(self, indices):
+        indices = [int(i) for i in indices]
+        if isinstance(self._records, TFRecordSplit):
+            payloads = [self._records.read(i) for i in indices]
+        else:
+            payloads = self._records.__getitems__(indices)
+        self.records_read += len(payloads)
+        return np.stack([self._pixels(p) for p in payloads])
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+    """The builder of a prepared dataset: a directory holding dataset_info.json, or a name in data_dir."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError('data.source=tfds needs tensorflow-datasets (pip install -e . or -r requirements.txt)') from e
+    path = os.path.expanduser(name)
+    if os.path.isfile(os.path.join(path, 'dataset_info.json')):
+        return tfds.builder_from_directory(path)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+    except Exception as e:  # noqa: BLE001 - tfds raises several kinds; the user needs one line
+        raise FileNotFoundError(f'tfds dataset {name!r} not found (data_dir {data_dir or "tfds default"}): '
+                                f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}') from None
+    if not builder.info.splits:
+        raise FileNotFoundError(f'tfds dataset {name!r} is not prepared under {builder.data_dir}: prepare it '
+                                f'(e.g. `tfds build {name} --file_format=array_record`) or set data.tfds_data_dir')
+    return builder
+
+
+class TFRecordSplit:
+    """The records of a tfds split stored as TFRecord files, by index, without TensorFlow.
+
+    Built from the split's file instructions (file, skip, take), which tfds
+    computes from dataset_info.json alone. One file is open at a time, with
+    its record headers indexed (payloads are read only when asked for), so
+    reading in order touches each file once.
+    """
+
+    def __init__(self, file_instructions):
+        self._files = [(fi.filename, fi.skip, fi.take) for fi in file_instructions]
+        self._starts = np.cumsum([0] + [take for _, _, take in self._files]).tolist()
+        self._open_file, self._f, self._offsets = None, None, None
+
+    def __len__(self):
+        return self._starts[-1]
+
+    def read(self, index: int) -> bytes:
+        from lct_jax.data import tfrecord
+        if not 0 <= index < len(self):
+            raise IndexError(f'record {index} of a split of {len(self)}')
+        k = bisect.bisect_right(self._starts, index) - 1
+        path, skip, _ = self._files[k]
+        if self._open_file != k:
+            if self._f is not None:
+                self._f.close()
+            self._offsets = tfrecord.index_records(path)
+            self._f, self._open_file = open(path, 'rb'), k
+        record = skip + index - self._starts[k]
+        return tfrecord.read_record(self._f, path, record, *self._offsets[record])
 
 
 class Flipped(Source):
@@ -124,7 +220,7 @@ def make_source(cfg) -> Source:
     elif cfg.source == 'image_dir':
         src = ImageFolderSource(cfg.image_dir, cfg.resolution)
     elif cfg.source == 'tfds':
-        src = TfdsSource(cfg.tfds_name, cfg.tfds_split, cfg.resolution)
+        src = TfdsSource(cfg.tfds_name, cfg.tfds_split, cfg.resolution, cfg.tfds_data_dir)
     else:
         raise ValueError(f"data.source {cfg.source!r}; valid: ('digits', 'image_dir', 'tfds')")
     return Flipped(src) if cfg.flips else src

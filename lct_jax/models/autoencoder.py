@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import sys
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -191,8 +192,35 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+# diffusers AutoencoderKL config.json fields this port builds, and the values it can take for the rest.
+_VAE_FIELDS = ('in_channels', 'out_channels', 'latent_channels', 'block_out_channels', 'layers_per_block',
+               'norm_num_groups')
+_VAE_FIXED = {'act_fn': 'silu', 'use_quant_conv': True, 'use_post_quant_conv': True,
+              'mid_block_add_attention': True, 'shift_factor': None, 'latents_mean': None, 'latents_std': None}
+
+
+def vae_fields_from_config(config: dict, origin: str) -> dict:
+    """AutoencoderKL fields from a diffusers config.json (as diffusers builds the model from it).
+
+    A config our port cannot build (another activation, no quant convs, a
+    shifted latent space...) is an error naming the fields, never a silent mismatch.
+    """
+    wrong = [f'{k}={config[k]!r} (supported: {v!r})' for k, v in _VAE_FIXED.items()
+             if k in config and config[k] != v]
+    for key, block in (('down_block_types', 'DownEncoderBlock2D'), ('up_block_types', 'UpDecoderBlock2D')):
+        if any(t != block for t in config.get(key, ())):
+            wrong.append(f'{key}={config[key]!r} (supported: only {block})')
+    if wrong:
+        raise ValueError(f'{origin}: config.json describes an autoencoder this port does not build: '
+                         + '; '.join(wrong))
+    fields = {k: config[k] for k in _VAE_FIELDS if k in config}
+    if 'block_out_channels' in fields:
+        fields['block_out_channels'] = tuple(fields['block_out_channels'])
+    return fields
+
+
 def kl_codec(weights_path: str, scale_factor: float = SD_SCALE_FACTOR, **vae_fields) -> Codec:
-    """The SD VAE from a local diffusers-format weights file (nothing is downloaded)."""
+    """A KL autoencoder from a local diffusers-format weights file; `vae_fields` set its architecture."""
     from lct_jax.models.convert import load_state_dict, vae_params_from_torch
     model = AutoencoderKL(**vae_fields)
     params = vae_params_from_torch(load_state_dict(weights_path), model)
@@ -212,14 +240,25 @@ def kl_codec(weights_path: str, scale_factor: float = SD_SCALE_FACTOR, **vae_fie
 
 
 def make_codec(cfg, image_channels: int) -> Codec:
-    """From the config's `autoencoder` group: kind 'identity' or 'kl' (weights from a file)."""
+    """From the config's `autoencoder` group: kind 'identity' or 'kl'.
+
+    autoencoder.weights: a local file, a local diffusers folder, or a hub id
+    (`stabilityai/sd-vae-ft-ema[@revision]`, see `lct_jax.weights`); the
+    architecture is the config.json's that comes with the weights (the SD VAE's
+    when there is none).
+    """
     if cfg.kind == 'identity':
         return identity_codec(image_channels)
     if cfg.kind == 'kl':
-        if not cfg.weights:
-            raise ValueError('autoencoder.kind=kl needs autoencoder.weights: a local '
-                             'diffusion_pytorch_model.safetensors (or .bin) of sd-vae-ft-ema')
-        return kl_codec(cfg.weights, cfg.scale_factor)
+        from lct_jax.weights import resolve_diffusers
+        resolved = resolve_diffusers(cfg.weights, 'autoencoder.weights')
+        fields = vae_fields_from_config(resolved.config, resolved.origin) if resolved.config else {}
+        declared = (resolved.config or {}).get('scaling_factor')
+        if declared is not None and abs(declared - cfg.scale_factor) > 1e-9:
+            # The config's value wins (the paper fixes 0.18215); say so, since another VAE may need its own.
+            print(f'note: autoencoder.scale_factor={cfg.scale_factor} but {resolved.origin} declares '
+                  f'scaling_factor={declared}; using {cfg.scale_factor}', file=sys.stderr, flush=True)
+        return kl_codec(resolved.weights_file, cfg.scale_factor, **fields)
     raise ValueError(f"autoencoder.kind {cfg.kind!r}; valid: ('identity', 'kl')")
 
 
