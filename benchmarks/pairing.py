@@ -119,8 +119,8 @@ H100_BF16_DENSE_FLOPS = 989.4e12     # H100 SXM5, bf16 dense tensor-core peak (n
 TPU_V4_BF16_FLOPS = 275e12           # TPU v4 chip, bf16 peak
 
 
-def headroom(step_flops_per_example: float, host_examples_per_s_one_thread: float,
-             mfu=0.40, pairing_threads=16, per_device_batch=128) -> dict:
+def headroom(step_flops_per_example: float, host_examples_per_s_per_core: float,
+             mfu=0.40, pairing_cores=16, per_device_batch=128) -> dict:
     """Host pairing rate over what one host's accelerators consume at the paper step (a projection).
 
     Every assumption is returned beside the number.
@@ -128,7 +128,7 @@ def headroom(step_flops_per_example: float, host_examples_per_s_one_thread: floa
     hosts = {'8x H100 SXM (DGX H100 host)': (8, H100_BF16_DENSE_FLOPS, 112),
              '4x TPU v4 (one TPU v4 VM host)': (4, TPU_V4_BF16_FLOPS, 120)}
     out = {}
-    pairing_rate = pairing_threads * host_examples_per_s_one_thread
+    pairing_rate = pairing_cores * host_examples_per_s_per_core
     for name, (chips, peak, cores) in hosts.items():
         step_s = step_flops_per_example * per_device_batch / (mfu * peak)
         consumed = chips * per_device_batch / step_s
@@ -141,11 +141,14 @@ def headroom(step_flops_per_example: float, host_examples_per_s_one_thread: floa
                       'convolutions, dense layers and attention; the paper UNet at 32x32x4',
         'mfu': mfu, 'precision': 'bf16 dense peak (a float32 step would be slower, leaving more headroom)',
         'per_device_batch': per_device_batch,
-        'pairing_threads_per_host': pairing_threads,
-        'threads_note': 'of 112 (DGX H100: 2x 56-core Xeon 8480C) or 120 (TPU v4 VM: 240 vCPUs) physical '
+        'pairing_cores_per_host': pairing_cores,
+        'cores_note': 'of 112 (DGX H100: 2x 56-core Xeon 8480C) or 120 (TPU v4 VM: 240 vCPUs) physical '
                         'cores, the rest left to data loading and the framework',
-        'per_thread_rate': 'this machine\'s measured single-thread rate of noise + exact OT at per-device '
-                           'batch 128, assumed equal on a server core and linear in threads (each matching '
-                           'is its own independent CPU program)',
-        'host_examples_per_s_one_thread': host_examples_per_s_one_thread}
+        'per_core_rate': 'this machine\'s measured rate of noise + exact OT at per-device batch 128 with '
+                         'every core busy (one pairing thread per core), divided by its cores; assumed equal '
+                         'on a server core and linear in cores (each matching is its own independent CPU '
+                         'program). Not the single-thread rate: two threads on two cores pair less than twice '
+                         'as fast (thread_speedup; they share the CPU client, caches and memory bandwidth), '
+                         'so a lone thread would overstate what a busy core gives',
+        'host_examples_per_s_per_core': host_examples_per_s_per_core}
     return out

@@ -395,8 +395,10 @@ def _input_pipelines(r, mesh, quick):
 def _headroom(r, mesh, quick):
     config = celebahq256.get_config()
     per_example = 4 * analytic_forward_flops(config, 1)
-    one_thread = r['host_pairing']['1_threads']['examples_per_s']
-    return {'host_pairing_headroom': pairing.headroom(per_example, one_thread)}
+    measured = r['host_pairing']
+    most = max(v['threads'] for k, v in measured.items() if k.endswith('_threads'))
+    per_core = measured[f'{most}_threads']['examples_per_s'] / min(most, os.cpu_count() or 1)
+    return {'host_pairing_headroom': pairing.headroom(per_example, per_core)}
 
 
 def _vs_pytorch(r, mesh, quick):

@@ -96,6 +96,46 @@ def jax_step_fn(channels: int, batch: int):
     return run
 
 
+def conv_pair(batch=16, channels=128, res=32):
+    """(ours, theirs): forward + backward of one 3x3 convolution, XLA (NHWC, as our UNet) and PyTorch
+    (NCHW): where the step's time goes on both sides."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, res, res, channels)).astype(np.float32)
+    w = (0.05 * rng.standard_normal((3, 3, channels, channels))).astype(np.float32)
+
+    def loss(x, w):
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+        return jnp.sum(y * y)
+
+    grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    xj, wj = jnp.asarray(x), jnp.asarray(w)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    wt = torch.from_numpy(w.transpose(3, 2, 0, 1).copy()).requires_grad_(True)
+
+    def theirs():
+        y = torch.nn.functional.conv2d(xt, wt, padding=1)
+        (y * y).sum().backward()
+
+    return (lambda: jax.block_until_ready(grad(xj, wj))), theirs
+
+
+def interleaved(fns: dict, repeats: int) -> dict:
+    import numpy as np
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def measure(channels=64, batch=16, repeats=5, threads=0):
     import numpy as np
     import torch
@@ -106,15 +146,12 @@ def measure(channels=64, batch=16, repeats=5, threads=0):
     ours()                      # compiles
     compile_s = time.perf_counter() - t0
     theirs = torch_step_fn(channels, batch)
-    theirs()
-    times = {'ours': [], 'pytorch': []}
-    for _ in range(repeats):
-        for name, fn in (('ours', ours), ('pytorch', theirs)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    return {'channels': channels, 'batch': batch, 'repeats': repeats, 'ours_seconds': med['ours'],
+    med = interleaved({'ours': ours, 'pytorch': theirs}, repeats)
+    conv_ours, conv_theirs = conv_pair(batch)
+    conv = interleaved({'ours': conv_ours, 'pytorch': conv_theirs}, 3 * repeats)
+    return {'conv3x3_128ch_fwd_bwd_ours_seconds': conv['ours'], 'conv3x3_128ch_fwd_bwd_pytorch_seconds': conv['pytorch'],
+            'conv_ratio': conv['ours'] / conv['pytorch'],
+            'channels': channels, 'batch': batch, 'repeats': repeats, 'ours_seconds': med['ours'],
             'load_average_1min': os.getloadavg()[0],  # this machine is shared: say how busy it was
             'pytorch_seconds': med['pytorch'], 'vs_pytorch_step_ratio': med['ours'] / med['pytorch'],
             'ours_first_call_seconds': compile_s, 'torch_threads': torch.get_num_threads(),
