@@ -2,7 +2,8 @@
 
 Paper: 1-NFE FID 7.27 / recall 0.50; 2-NFE FID 6.93 / recall 0.52 (EMA 0.99993,
 epoch 1400 = 294,000 steps at global batch 128; the authors trained on 1 GPU).
-Variants (comma-separated): `ilct` (paper: 37.15 / 16.84 FID), every ablation in
+Variants (comma-separated): `ilct` (paper: 37.15 / 16.84 FID), `ldm` (LDM-8†, the same UNet
+trained as a latent diffusion model, Euler 250 NFE: paper FID 8.85), every ablation in
 configs/variants.py (expected FIDs there), `smoke` (20 CPU steps on digits).
 
 Encode once, train, evaluate:
@@ -21,5 +22,5 @@ from configs import base, variants
 
 def get_config(arg=''):
     c = base.get_config()
-    c.evaluation.run_name = 'celebahq256'
+    c.evaluation.update(run_name='celebahq256', dataset='celebahq256')
     return variants.apply_variants(c, arg, ilct_numbers=(37.15, 16.84, 0.12, 0.24))

@@ -12,12 +12,20 @@ Variant `:smoke` runs 20 steps (used by the tests). The CPU-scale study of
 docs/study/ uses the variants `ilct` (every technique off: Pseudo-Huber with
 iCT's c, no OT, no diffusion loss, GroupNorm; same UNet and budget),
 `no_ot`, `no_diffusion`, `huber`, `fixed_c` and `group_norm` (one technique
-of sLCT off each).
+of sLCT off each), and `ldm`: the LDM-8† baseline of Table 1 (the same UNet,
+data and budget trained as an EDM latent diffusion model, spec §16.5; sampled
+with Euler, 250 steps = 250 NFE; `--config.sampling.sampler=heun
+--config.sampling.ode_steps=n` for Heun at 2n - 1 NFE). Variant `dit`: the same run with a
+small DiT in place of the UNet (patch 2 on the 8x8 digits: 16 tokens; lct_jax/models/dit.py);
+`dit_cond`: that DiT class-conditional on the digits' 10 labels (label dropout 0.1 to the null
+class; grids per class; sample i is of class i mod 10).
 """
 from configs import base
 
 
 STUDY_VARIANTS = ('ilct', 'no_ot', 'no_diffusion', 'huber', 'fixed_c', 'group_norm')
+# A small DiT for the 8x8x1 digits: 16 tokens of 2x2 patches.
+DIGITS_DIT = dict(patch_size=2, hidden_size=128, depth=4, num_heads=4, mlp_ratio=4.0)
 
 
 def get_config(variant: str = ''):
@@ -39,11 +47,30 @@ def get_config(variant: str = ''):
                   normalize='scalar', encode_batch_size=256)
     c.autoencoder.kind = 'identity'
     c.sampling.update(num_grid=64, ema='ema_0.99', num_samples=1024, batch_size=256, image_format='png')
-    c.evaluation.update(features='digits_mlp', paper_fid_1step=0.0, paper_fid_2step=0.0, paper_recall_1step=0.0,
-                        paper_recall_2step=0.0)
+    c.evaluation.update(features='digits_mlp', pr_features='digits_mlp', paper_fid_1step=0.0,
+                        paper_fid_2step=0.0, paper_recall_1step=0.0, paper_recall_2step=0.0, dataset='digits')
     for name in [v for v in variant.split(',') if v]:
-        if name not in STUDY_VARIANTS + ('smoke',):
-            raise ValueError(f'unknown variant {name!r}; valid: {("smoke",) + STUDY_VARIANTS}')
+        if name not in STUDY_VARIANTS + ('smoke', 'ldm', 'dit', 'dit_cond'):
+            raise ValueError(f'unknown variant {name!r}; valid: '
+                             f'{("smoke", "ldm", "dit", "dit_cond") + STUDY_VARIANTS}')
+        if name in ('dit', 'dit_cond'):
+            c.model.kind = 'dit'
+            c.model.dit.update(DIGITS_DIT)
+            c.evaluation.method = f'sLCT:{name}'
+        if name == 'dit_cond':   # class-conditional on the digits' 10 classes (label dropout 0.1)
+            c.model.dit.num_classes = 10
+            c.data.class_labels = True
+        elif name == 'ilct':
+            c.evaluation.method = 'iLCT'
+        elif name == 'ldm':
+            # As configs/variants.py:apply_ldm, with the digits run's own EMA (0.99: 2,500 steps).
+            c.objective = 'ldm'
+            c.coupling.method = 'none'
+            c.model.update(block_norm='group-norm', out_norm='group-norm')
+            c.sampling.update(sampler='euler', ode_steps=250)
+            c.evaluation.method = 'LDM-8†'
+        elif name != 'smoke':
+            c.evaluation.method = f'sLCT:{name}'
         if name in ('ilct', 'no_ot'):
             c.coupling.method = 'none'
         if name in ('ilct', 'no_diffusion'):

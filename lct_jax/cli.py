@@ -10,7 +10,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lct_jax import parallel, sampling
-from lct_jax.builders import build_model, build_objective, latent_dir_of
+from lct_jax.builders import build_model, build_objective, latent_dir_of, num_classes_of
 from lct_jax.data.pipeline import Normalizer
 from lct_jax.images import save_grid, save_image
 from lct_jax.models.autoencoder import make_codec, to_uint8
@@ -36,12 +36,12 @@ def load_params(config, workdir, checkpoint: str = '', ema: str | None = None):
     ema = ema or config.sampling.ema
     if checkpoint.endswith(('.pt', '.pth')):
         import torch
-        from lct_jax.models.convert import unet_params_from_torch
+        from lct_jax.models.convert import model_params_from_torch
         ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
         key = 'model' if ema == 'params' else ema
         if key not in ckpt:
             raise KeyError(f'{checkpoint} has no {key!r}; it holds {sorted(ckpt)}')
-        return unet_params_from_torch(ckpt[key], build_model(config)), f'{os.path.basename(checkpoint)}:{key}'
+        return model_params_from_torch(ckpt[key], build_model(config)), f'{os.path.basename(checkpoint)}:{key}'
     from lct_jax.train.checkpoints import load_numpy
     if not checkpoint:
         ckpt_dir = os.path.join(workdir, 'checkpoints')
@@ -56,7 +56,40 @@ def load_params(config, workdir, checkpoint: str = '', ema: str | None = None):
         params = tree['ema'][ema]
     else:
         raise KeyError(f'{checkpoint} has no EMA {ema!r}; it has {sorted(tree["ema"])} and params')
+    check_params_fit(params, config, f'the checkpoint at {checkpoint} ({ema})',
+                     hint=f'sample and evaluate start from the run\'s recorded config ({workdir}/config.json); '
+                          'command-line --config.* flags go on top of it: drop those that change the model')
     return params, f'step {int(tree["step"])}:{ema}'
+
+
+def check_params_fit(params, config, what: str, hint: str = '') -> None:
+    """One error naming the mismatched keys and shapes (instead of Flax's ScopeParamShapeError from
+    deep inside the sampler) if `params` are not the params of the config's model."""
+    from lct_jax.models.convert import param_shapes
+    from lct_jax.train.checkpoints import CheckpointMismatchError, flat_shapes, shape_mismatches
+    m = config.model
+    wanted = param_shapes(build_model(config), jnp.zeros((1, m.img_resolution, m.img_resolution, m.in_channels)),
+                          jnp.zeros((1,)))
+    problems = shape_mismatches(flat_shapes(params), {'/'.join(k): v for k, v in wanted.items()})
+    if problems:
+        raise CheckpointMismatchError(f'{what} does not fit the config\'s model:\n{problems}'
+                                      + (f'\n{hint}' if hint else ''))
+
+
+def config_of_run(config, workdir: str, overrides: dict):
+    """The run's recorded config (<workdir>/config.json) with `overrides` (the command line's
+    --config.* flags, {dotted key: value}) on top, so sampling and evaluating a run need not repeat
+    its training flags; `config` as given if the work directory has no record."""
+    from lct_jax.workdir import record
+    recorded = record.recorded_config(workdir)
+    if recorded is None:
+        return config
+    merged, skipped = record.apply_recorded(config, recorded, overrides)
+    if jax.process_index() == 0:
+        print(f'config: the run\'s record {os.path.join(workdir, record.CONFIG_FILE)}'
+              + (f', with {sorted(overrides)} from the command line' if overrides else '')
+              + (f'; keys this code\'s config does not have, ignored: {skipped}' if skipped else ''), flush=True)
+    return merged
 
 
 def normalizer_of(config, workdir) -> Normalizer:
@@ -64,14 +97,21 @@ def normalizer_of(config, workdir) -> Normalizer:
                                config.data.normalize)
 
 
-def generate(config, params, ts, num: int, normalizer: Normalizer, mesh=None, show_progress: bool = True):
-    """(uint8 images NHWC, normalised latents) of samples 0..num-1 with per-sample noise."""
+def generate(config, params, sampler, num: int, normalizer: Normalizer, mesh=None, show_progress: bool = True):
+    """(uint8 images NHWC, normalised latents) of samples 0..num-1 with per-sample noise.
+
+    sampler: a `sampling.SamplerSpec` (see `sampling.configured_samplers`), or the
+    indices `ts` of a consistency sampler on the config's grid (e.g. (0,) or (0, 420, 640)).
+    """
     mesh = mesh or parallel.make_mesh()
     model, obj = build_model(config), build_objective(config)
     m = config.model
-    sampler = sampling.make_sampler(model.apply, obj, (m.img_resolution, m.img_resolution, m.in_channels),
-                                    sampling.step_sigmas(ts, config.sampling.grid_steps, obj),
-                                    config.sampling.seed, mesh)
+    spec = sampler if isinstance(sampler, sampling.SamplerSpec) else \
+        sampling.consistency_spec('consistency', tuple(sampler), config.sampling.grid_steps, obj)
+    # A class-conditional model: sample i of class i mod num_classes, uniform over the classes.
+    sampler = sampling.make_spec_sampler(spec, model.apply, obj, (m.img_resolution, m.img_resolution,
+                                                                  m.in_channels), config.sampling.seed, mesh,
+                                         num_classes_of(config))
     codec = make_codec(config.autoencoder, m.in_channels)
     batch = max(config.sampling.batch_size // mesh.devices.size, 1) * mesh.devices.size
     params = parallel.replicate(params, mesh)
@@ -97,8 +137,9 @@ def sample(config, workdir, checkpoint=''):
     ext = {'jpeg': 'jpg', 'png': 'png'}.get(fmt)
     if ext is None:
         raise ValueError(f"sampling.image_format {fmt!r}; valid: ('jpeg', 'png')")
-    for label, ts in (('1step', (0,)), ('2step', tuple(config.sampling.ts))):
-        images, _ = generate(config, params, ts, config.sampling.num_samples, normalizer)
+    for spec in sampling.configured_samplers(config.sampling, build_objective(config)):
+        label = spec.file_label  # 1step / 2step, or euler250 / heun40 (config.sampling.sampler)
+        images, _ = generate(config, params, spec, config.sampling.num_samples, normalizer)
         if jax.process_index() != 0:
             continue
         out = os.path.join(workdir, 'samples', f'{desc.replace(" ", "_").replace(":", "_")}_{label}')
@@ -107,11 +148,21 @@ def sample(config, workdir, checkpoint=''):
             save_image(os.path.join(out, f'{i:06d}.{ext}'), img)
         np.savez_compressed(out + '.npz', images=images)
         save_grid(out + '_grid.png', images[:64])
-        print(f'{len(images)} {label} samples ({desc}) in {out}/ (+ .npz, _grid.png)', flush=True)
+        classes = num_classes_of(config)
+        for c in range(min(classes, int(config.sampling.get('class_grids', 16)))):  # sample i: class i % classes
+            save_grid(out + f'_class{c:03d}_grid.png', images[c::classes][:64])
+        print(f'{len(images)} {label} samples ({desc}) in {out}/ (+ .npz, _grid.png'
+              + (f', per-class grids; sample i is of class i mod {classes}' if classes else '') + ')', flush=True)
 
 
 def reference_features(config, workdir, features):
     """Features of the real data: an image folder, a tfds dataset, else the decoded training latents."""
+    return reference_feature_sets(config, workdir, {'f': features})['f']
+
+
+def real_image_batches(config, workdir, limit: int | None = None, batch: int = 500):
+    """uint8 NHWC batches of real images: an image folder, a tfds dataset, else the decoded training
+    latents; the first `limit` of them if given."""
     from lct_jax.data.latents import LatentDataset
     from lct_jax.data.sources import ImageFolderSource, TfdsSource
     ev = config.evaluation
@@ -120,54 +171,93 @@ def reference_features(config, workdir, features):
         src = ImageFolderSource(ev.reference_dir, config.data.resolution)
     elif ev.reference_tfds:
         name, _, split = ev.reference_tfds.partition(':')
-        src = TfdsSource(name, split or 'train', config.data.resolution)
+        src = TfdsSource(name, split or 'train', config.data.resolution, config.data.tfds_data_dir)
     if src is not None:
-        return np.concatenate([features(src.images(range(i, min(i + 500, len(src)))))
-                               for i in range(0, len(src), 500)])
-    d = latent_dir_of(config, workdir)
-    ds = LatentDataset(d)
+        n = min(len(src), limit or len(src))
+        for i in range(0, n, batch):
+            yield src.images(range(i, min(i + batch, n)))
+        return
+    ds = LatentDataset(latent_dir_of(config, workdir))
     codec = make_codec(config.autoencoder, config.model.in_channels)
     scale = ds.manifest['scale_factor']
-    out = []
-    for i in range(0, len(ds), 256):
-        lat = ds.read_batch(range(i, min(i + 256, len(ds)))) / scale
-        out.append(features(to_uint8(codec.decode(jnp.asarray(lat)))))
-    return np.concatenate(out)
+    n = min(len(ds), limit or len(ds))
+    for i in range(0, n, batch):
+        yield to_uint8(codec.decode(jnp.asarray(ds.read_batch(range(i, min(i + batch, n))) / scale)))
+
+
+def reference_feature_sets(config, workdir, features: dict, limits: dict | None = None) -> dict:
+    """{name: features of the real images} for several feature functions in one pass over the
+    images (each decoded once); limits[name] keeps only that many images for that name."""
+    limits = limits or {}
+    cap = None if any(limits.get(k) is None for k in features) else max(limits[k] for k in features)
+    out, seen = {k: [] for k in features}, 0
+    for images in real_image_batches(config, workdir, cap):
+        for name, fn in features.items():
+            keep = len(images) if limits.get(name) is None else max(min(len(images), limits[name] - seen), 0)
+            if keep:
+                out[name].append(fn(images[:keep]))
+        seen += len(images)
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def paper_numbers(config, spec) -> tuple[float | None, float | None]:
+    """The paper's (FID, recall) for a row: the config's 1-/2-step fields for the consistency
+    samplers (they also carry the ablations' logged FIDs), Table 1 by (dataset, method, NFE) for ODE."""
+    from lct_jax.evaluation import paper_table1
+    ev = config.evaluation
+    if spec.method == 'consistency':
+        one = spec.label == '1-step'
+        return ((ev.paper_fid_1step if one else ev.paper_fid_2step) or None,
+                (ev.paper_recall_1step if one else ev.paper_recall_2step) or None)
+    row = paper_table1.lookup(ev.dataset, ev.method, spec.nfe)
+    return (row.fid, row.recall) if row else (None, None)
 
 
 def evaluate(config, workdir, checkpoint=''):
-    """Sample, compute FID / precision / recall, and append a row per sampler to the results table."""
-    from lct_jax.evaluation import fid, precision_recall, results
+    """Sample with each configured sampler, compute FID / precision / recall, append a row per
+    sampler to <workdir>/results.md, and rebuild the dataset's comparison table (ours beside
+    Table 1) from every run under evaluation.comparison_dir."""
+    from lct_jax.evaluation import fid, precision_recall, results, table1
     from lct_jax.evaluation.features import make_features
-    features = make_features(config)
+    ev = config.evaluation
+    fid_features = make_features(config)
+    same = ev.pr_features == ev.features
+    pr_features = fid_features if same else make_features(config, ev.pr_features)
     params, desc = load_params(config, workdir, checkpoint)
     normalizer = normalizer_of(config, workdir)
-    ev = config.evaluation
-    if ev.reference_stats:
-        mu_r, sigma_r = fid.load_stats(ev.reference_stats)
-        real = None
-    else:
-        real = reference_features(config, workdir, features)
-        mu_r, sigma_r = fid.statistics(real)
+    # Precision / recall need real images; a statistics file alone gives FID only.
+    has_real = bool(ev.reference_dir or ev.reference_tfds or not ev.reference_stats)
+    wanted = {} if ev.reference_stats else {'fid': fid_features}
+    limits = {'fid': None, 'pr': ev.pr_max_real or None}
+    if has_real and not (same and 'fid' in wanted):
+        wanted['pr'] = pr_features
+    real = reference_feature_sets(config, workdir, wanted, limits) if wanted else {}
+    mu_r, sigma_r = fid.load_stats(ev.reference_stats) if ev.reference_stats else fid.statistics(real['fid'])
+    if has_real and 'pr' not in real:
+        real['pr'] = real['fid'][:limits['pr']]
     rows = []
-    for label, ts, paper_fid, paper_recall in (
-            ('1-step', (0,), ev.paper_fid_1step, ev.paper_recall_1step),
-            ('2-step', tuple(config.sampling.ts), ev.paper_fid_2step, ev.paper_recall_2step)):
-        images, _ = generate(config, params, ts, config.sampling.num_samples, normalizer)
-        feats = features(images)
-        mu, sigma = fid.statistics(feats)
+    for spec in sampling.configured_samplers(config.sampling, build_objective(config)):
+        images, _ = generate(config, params, spec, config.sampling.num_samples, normalizer)
+        feats = fid_features(images)
+        paper_fid, paper_recall = paper_numbers(config, spec)
         row = {'run': ev.run_name or os.path.basename(os.path.normpath(workdir)), 'checkpoint': desc,
-               'sampler': label, 'num_samples': len(images), 'features': ev.features,
-               'fid': fid.frechet_distance(mu, sigma, mu_r, sigma_r), 'paper_fid': paper_fid or None,
-               'paper_recall': paper_recall or None}
-        if real is not None:
-            row['precision'], row['recall'] = precision_recall.precision_recall(real, feats, ev.recall_k)
+               'dataset': ev.dataset, 'method': ev.method, 'sampler': spec.label, 'nfe': spec.nfe,
+               'num_samples': len(images), 'features': ev.features,
+               'fid': fid.frechet_distance(*fid.statistics(feats), mu_r, sigma_r), 'paper_fid': paper_fid,
+               'paper_recall': paper_recall}
+        if has_real:
+            gen = feats if same else pr_features(images)
+            row['pr_features'] = ev.pr_features
+            row['precision'], row['recall'] = precision_recall.precision_recall(real['pr'], gen, ev.recall_k)
         rows.append(row)
         if jax.process_index() == 0:
-            print(json.dumps(row), flush=True)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
     if jax.process_index() == 0:
         results.append_rows(workdir, rows)
-        print(f'results table: {os.path.join(workdir, "results.md")}', flush=True)
+        comparison = table1.write_comparison(ev.comparison_dir or os.path.dirname(os.path.abspath(workdir)),
+                                             ev.dataset)
+        print(f'results table: {os.path.join(workdir, "results.md")}; ours beside the paper: {comparison}',
+              flush=True)
     return rows
 
 

@@ -79,3 +79,16 @@ def diffusion_loss(student, clean, sigma, mask, sigma_data: float = 0.5):
     per_sample = weight * _mean_over_sample(jnp.square(student - clean))
     mask = mask.astype(per_sample.dtype)
     return jnp.sum(mask * per_sample) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def edm_diffusion_loss(denoised, x, sigma, c, sigma_data: float = 0.5):
+    """Per-sample (B,) loss of the LDM-8† baseline (spec §16.5): w(sigma) * rho_cauchy(m).
+
+    m = mean((D(x + sigma z, sigma) - x)^2) per sample, w = 1/sigma^2 + 1/sigma_data^2.
+    The authors write ln(0.5 m + c^2) - 2 ln c; at c = 3.45 that difference of two
+    large logarithms loses most of float32's digits (m is ~1e-3..1), while
+    ln(1 + m / (2c^2)) is the same number computed without the cancellation.
+    """
+    m = _mean_over_sample(jnp.square(denoised - x))
+    weight = 1.0 / sigma**2 + 1.0 / sigma_data**2
+    return weight * cauchy(m, c)

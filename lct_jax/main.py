@@ -10,7 +10,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-MODES = ('train', 'encode', 'sample', 'evaluate', 'analyze')
+MODES = ('train', 'encode', 'sample', 'evaluate', 'analyze', 'train_autoencoder')
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]).',
@@ -26,6 +26,10 @@ flags.DEFINE_integer('heartbeat_timeout_seconds', 60, 'Multi-process: how long t
                      'process before failing (instead of hanging).')
 flags.DEFINE_string('checkpoint', '', 'sample/evaluate: a step dir of ours or an authors\' .pt file '
                     '(default: the latest checkpoint in --workdir).')
+flags.DEFINE_bool('allow_config_change', False, 'train: resume with a config that differs from the run\'s '
+                  'recorded one (config.json); the change is recorded in run.json with its step.')
+flags.DEFINE_float('lock_stale_seconds', 120.0, 'train/encode: take over a work directory lock whose '
+                   'heartbeat is older than this (a dead pid on the same host is taken over at once).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -39,7 +43,8 @@ def main(argv):
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                     heartbeat_timeout_s=FLAGS.heartbeat_timeout_seconds)
     try:
-        run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint)
+        run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint, FLAGS.allow_config_change,
+            config_flags.get_override_values(FLAGS['config']), FLAGS.lock_stale_seconds)
     except _expected_errors() as e:
         # Bad input: one clear message (the traceback helps nobody), a non-zero exit.
         print(f'error: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
@@ -51,44 +56,53 @@ def _expected_errors():
     from lct_jax.models.convert import WeightsError
     from lct_jax.train.checkpoints import CheckpointError
     from lct_jax.train.loop import NonFiniteError
+    from lct_jax.workdir.lock import WorkdirLockedError
+    from lct_jax.workdir.session import StartRefusedError
     return (ValueError, KeyError, FileNotFoundError, CorruptRecordError, WeightsError, CheckpointError,
-            NonFiniteError)
+            NonFiniteError, WorkdirLockedError, StartRefusedError)
 
 
-def run(config, workdir, mode, checkpoint=''):
+def run(config, workdir, mode, checkpoint='', allow_config_change=False, overrides=None,
+        lock_stale_seconds=120.0):
+    """One mode on one work directory. train and encode write it: they hold its lock, and train
+    keeps its record (lct_jax/workdir); sample, evaluate and analyze only read it, take no lock,
+    and sample/evaluate start from the run's recorded config (`overrides` on top)."""
     import jax
+    from lct_jax.workdir.session import WriterSession
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, 'config.json'), 'w') as f:
-            f.write(config.to_json_best_effort(indent=1))
         print(f'lct_jax {mode}: {jax.process_count()} process(es), {jax.device_count()} '
               f'{jax.default_backend()} device(s), workdir {workdir}', flush=True)
     if mode == 'train':
         from lct_jax.train.loop import train
-        metrics = train(config, workdir)
+        with WriterSession(workdir, config, allow_config_change, lock_stale_seconds) as session:
+            metrics = train(config, workdir, on_start=session.on_start)
+            final = metrics.get('final_step')
+            session.finish(final, 'finished' if final == config.total_steps else 'stopped by signal')
         if jax.process_index() == 0:
-            print(f'done: step {metrics.get("final_step")}, loss {metrics.get("loss", float("nan")):.4g}, '
+            print(f'done: step {final}, loss {metrics.get("loss", float("nan")):.4g}, '
                   f'compiled train step {metrics.get("trace_count")} time(s)', flush=True)
     elif mode == 'encode':
         from lct_jax.cli import encode
-        encode(config, workdir)
-    elif mode == 'sample':
-        from lct_jax.cli import sample
-        sample(config, workdir, checkpoint)
-    elif mode == 'evaluate':
-        from lct_jax.cli import evaluate
-        evaluate(config, workdir, checkpoint)
+        with WriterSession(workdir, None, stale_after_s=lock_stale_seconds):
+            encode(config, workdir)
+    elif mode in ('sample', 'evaluate'):
+        from lct_jax import cli
+        config = cli.config_of_run(config, workdir, overrides or {})
+        (cli.sample if mode == 'sample' else cli.evaluate)(config, workdir, checkpoint)
     elif mode == 'analyze':
         from lct_jax.cli import analyze
         analyze(config, workdir)
+    elif mode == 'train_autoencoder':  # lct_jax/autoencoder_training.py (e.g. configs/digits_latent.py)
+        from lct_jax.autoencoder_training import train_autoencoder
+        with WriterSession(workdir, None, stale_after_s=lock_stale_seconds):
+            train_autoencoder(config, workdir)
 
 
 def _unknown_key_message(argv) -> str | None:
     """For `--config.a.b=v` overrides naming keys the config lacks: which key, and the valid ones."""
     import importlib.util
-    spec_arg = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-    if spec_arg is None and '--config' in argv:
-        spec_arg = argv[argv.index('--config') + 1]
+    spec_arg = _config_arg(argv)
     if spec_arg is None:
         return None
     path, _, arg = spec_arg.partition(':')
@@ -109,8 +123,34 @@ def _unknown_key_message(argv) -> str | None:
     return None
 
 
+def _config_arg(argv) -> str | None:
+    """The value of --config (file[:variant]), however it was written."""
+    value = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    if value is None and '--config' in argv and argv.index('--config') + 1 < len(argv):
+        value = argv[argv.index('--config') + 1]
+    return value
+
+
+def make_config_package_importable(argv) -> None:
+    """Let a config file's `from configs import base` find its own siblings, from any directory.
+
+    Config files are named by path, and import their base by package name; the
+    package's parent goes first on sys.path so that name means the package the
+    file sits in (not whatever the working directory or an install provides).
+    """
+    value = _config_arg(argv)
+    if not value:
+        return
+    folder = os.path.dirname(os.path.abspath(value.partition(':')[0]))
+    while os.path.isfile(os.path.join(folder, '__init__.py')):
+        folder = os.path.dirname(folder)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
 def parse_flags(argv):
     """absl's flag parsing, with one-line errors for unknown config keys and bad values."""
+    make_config_package_importable(argv[1:])
     try:
         return FLAGS(argv)
     except flags.Error as e:

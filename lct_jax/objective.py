@@ -14,6 +14,9 @@ import jax.numpy as jnp
 from lct_jax import losses, schedules
 
 
+C_SCHEDULES = ('scaling', 'fixed', 'scaling_rescaled')
+
+
 @dataclasses.dataclass(frozen=True)
 class Objective:
     """Hyper-parameters of the objective; defaults are the paper's recipe."""
@@ -27,7 +30,8 @@ class Objective:
     p_mean: float = schedules.P_MEAN
     p_std: float = schedules.P_STD
     loss_norm: str = 'cauchy'
-    c_schedule: str = 'scaling'      # 'scaling' (c0, then c(N)) or 'fixed' (c0 throughout)
+    c_schedule: str = 'scaling'      # 'scaling' (c0, then c(N)), 'fixed' (c0 throughout), or
+                                     # 'scaling_rescaled' (c0, then c(N) * c0 / 0.03456)
     c0: float = 0.03456              # first-stage / fixed c; iCT's 0.00054 * sqrt(d)
     weight_schedule: str = 'ict'     # 'ict': 1 / (sigma_i - sigma_{i+1}); 'uniform': 1
     diffusion_weight: float = 5.0    # 0 disables the early-timestep diffusion loss
@@ -36,8 +40,8 @@ class Objective:
     def __post_init__(self):
         if self.loss_norm not in losses.LOSS_NORMS:
             raise ValueError(f'loss_norm {self.loss_norm!r}; valid: {losses.LOSS_NORMS}')
-        if self.c_schedule not in ('scaling', 'fixed'):
-            raise ValueError(f"c_schedule {self.c_schedule!r}; valid: ('scaling', 'fixed')")
+        if self.c_schedule not in C_SCHEDULES:
+            raise ValueError(f"c_schedule {self.c_schedule!r}; valid: {C_SCHEDULES}")
         if self.weight_schedule not in ('ict', 'uniform'):
             raise ValueError(f"weight_schedule {self.weight_schedule!r}; valid: ('ict', 'uniform')")
 
@@ -50,6 +54,12 @@ class Objective:
     def robust_c(self, n):
         if self.c_schedule == 'fixed':
             return jnp.float32(self.c0)
+        if self.c_schedule == 'scaling_rescaled':
+            # c(N) was fitted on 4,096-d latents whose c0 is 0.03456 = 0.00054 sqrt(4096): move the
+            # fitted line by the factor c0 / 0.03456 (sqrt(d / 4096) under iCT's rule), so c keeps
+            # the paper's ratio to c0 at every stage.
+            factor = self.c0 / schedules.ict_c(4096)
+            return factor * schedules.robust_c(n, self.start_scales, self.c0 / factor)
         return schedules.robust_c(n, self.start_scales, self.c0)
 
     def loss(self, params, apply_fn, x, z, key, step):

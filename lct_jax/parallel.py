@@ -1,9 +1,14 @@
 """Mesh, shardings and multi-host set-up: SPMD data parallelism with jit.
 
 One `Mesh` with a single 'data' axis over every device of every process; the
-batch is sharded along it, the train state replicated. On TPU pods and SLURM
-`jax.distributed.initialize()` finds its peers itself; elsewhere the
-coordinator address, process count and id are given (CPU uses gloo).
+batch is sharded along it, the train state replicated, or, with FSDP
+(`config.mesh.fsdp`, ZeRO-3 style), sharded over the same axis: each large
+leaf of params, optimizer moments and EMAs split along one of its dimensions
+(`state_shardings`); XLA gathers the weights where a layer needs them and
+brings the gradients back to the shards, from these annotations alone. On
+TPU pods and SLURM `jax.distributed.initialize()` finds its peers itself;
+elsewhere the coordinator address, process count and id are given (CPU uses
+gloo).
 """
 from __future__ import annotations
 
@@ -60,6 +65,34 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+FSDP_MIN_SIZE = 2 ** 14   # leaves smaller than this (elements) stay replicated: biases, norms, scalars
+
+
+def fsdp_spec(shape, axis_size: int, min_size: int = FSDP_MIN_SIZE) -> P:
+    """Shard a leaf on 'data' along its largest dimension divisible by the axis size (the last such
+    among equals), or replicate it if none divides or it is too small to matter."""
+    if axis_size == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return P()
+    divisible = [i for i, n in enumerate(shape) if n % axis_size == 0]
+    if not divisible:
+        return P()
+    dim = max(divisible, key=lambda i: (shape[i], i))
+    return P(*[DATA_AXIS if i == dim else None for i in range(len(shape))])
+
+
+def state_shardings(abstract_state, mesh: Mesh, fsdp: bool = False, min_size: int = FSDP_MIN_SIZE):
+    """A NamedSharding for each leaf of a (train state) pytree: replicated, or FSDP-sharded on 'data'.
+
+    Shape-based, so params, each optimizer moment and each EMA of a leaf get the same layout
+    and the elementwise updates need no communication.
+    """
+    if not fsdp:
+        return jax.tree_util.tree_map(lambda _: replicated(mesh), abstract_state)
+    n = mesh.shape[DATA_AXIS]
+    return jax.tree_util.tree_map(lambda a: NamedSharding(mesh, fsdp_spec(a.shape, n, min_size)),
+                                  abstract_state)
 
 
 def check_batch_size(global_batch: int, mesh: Mesh) -> None:

@@ -112,9 +112,11 @@ def test_lost_process_fails_the_other_in_bounded_time_then_resumes(tmp_path):
     rc = procs[0].wait(timeout=180)
     waited = time.time() - t0
     assert rc != 0 and waited < 120, (rc, waited)
-    # the job restarts (a new coordinator port, as a scheduler would) and finishes
+    # the job restarts (a new coordinator port, as a scheduler would) and finishes; shortening the
+    # run is a change of its recorded config, so it is said explicitly
     port = runs.free_port()
-    procs = [runs.start(runs.command(wd, *flags(i)[:-1], '--config.total_steps=40', devices=2),
+    procs = [runs.start(runs.command(wd, *flags(i)[:-1], '--config.total_steps=40', '--allow_config_change',
+                                     devices=2),
                         str(tmp_path / f'again{i}.txt')) for i in range(2)]
     for i, p in enumerate(procs):
         assert p.wait(timeout=600) == 0, open(tmp_path / f'again{i}.txt').read()[-3000:]

@@ -1,5 +1,9 @@
 """`--mode=encode`: images -> autoencoder latents -> TFRecord shards, manifest, stats.
 
+Each example also holds its integer class label when the source has labels
+(class subfolders of an image folder, a tfds `label`, the digits' 10 classes);
+the manifest then lists the classes (`num_classes`, `classes`).
+
 Shard i holds the examples [i * per_shard, (i + 1) * per_shard) in order. Each
 example's posterior noise comes from fold_in(seed, index), so a shard's bytes
 do not depend on batching or on which run wrote it: an interrupted encode
@@ -64,8 +68,9 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
                 if len(idx) % ndev == 0:
                     images, keys = jax.device_put((images, keys), local_sharding)
                 z = np.asarray(codec.encode(keys, jnp.asarray(images)), np.float32)
-                for j, latent in zip(idx, z):
-                    writer.write(tfrecord.encode_latent(latent, int(j)))
+                labels = source.labels(idx) if source.classes else [None] * len(idx)
+                for j, latent, label in zip(idx, z, labels):
+                    writer.write(tfrecord.encode_latent(latent, int(j), label))
                 done += len(idx)
                 progress.update(done, f'shard {i + 1}/{num_shards}')
     progress.close()
@@ -77,6 +82,8 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
         'autoencoder_weights_sha256': codec.weights_sha256, 'source': source.name,
         'resolution': source.resolution, 'image_channels': source.channels,
         'posterior_seed': seed, 'shards': names,
+        # Class labels stored with each example (0 = none): the source's classes, in label order.
+        'num_classes': len(source.classes), 'classes': list(source.classes),
     }
     if jax.process_index() == 0:
         write_stats(latent_dir, names, codec.scale_factor, tuple(manifest['shape']))

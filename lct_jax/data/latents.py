@@ -2,7 +2,8 @@
 
 Layout of a latent directory:
   shard-00000-of-00016.tfrecord ...   the latents (see `tfrecord.py`)
-  manifest.json                        count, shape, dtype, scale_factor, autoencoder, source, shards
+  manifest.json                        count, shape, dtype, scale_factor, autoencoder, source, shards,
+                                       num_classes, classes (class labels stored with the examples)
   stats.npz                            per-element mean / std of latent / scale_factor (spec §2.3)
 
 `LatentDataset` indexes the shards once (headers only) and then reads any
@@ -68,20 +69,38 @@ class LatentDataset:
             files[shard] = open(self.paths[shard], 'rb')
         return files[shard]
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of the labels stored with the examples; 0 = none (or encoded before labels existed)."""
+        return int(self.manifest.get('num_classes', 0))
+
     def read(self, index: int) -> np.ndarray:
         """Example `index` (position in the shards = index in the source dataset)."""
+        return self.read_labeled(index)[0]
+
+    def read_labeled(self, index: int) -> tuple[np.ndarray, int | None]:
+        """(latent, class label or None) of example `index`."""
         shard = bisect.bisect_right(self._starts, index) - 1
         rec = index - self._starts[shard]
         offset, length = self._records[shard][rec]
         payload = tfrecord.read_record(self._file(shard), self.paths[shard], rec, offset, length)
-        latent, stored_index = tfrecord.decode_latent(payload)
+        latent, stored_index, label = tfrecord.decode_labeled_latent(payload)
         if latent.shape != self.shape:
             raise ValueError(f'{self.paths[shard]} record {rec}: shape {latent.shape}, '
                              f'manifest says {self.shape}')
         if stored_index != index:
             raise ValueError(f'{self.paths[shard]} record {rec}: holds example {stored_index}, '
                              f'expected {index}')
-        return latent
+        return latent, label
 
     def read_batch(self, indices) -> np.ndarray:
         return np.stack([self.read(int(i)) for i in indices])
+
+    def read_labeled_batch(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(latents, int32 class labels) of the examples; an error if one has no label."""
+        items = [self.read_labeled(int(i)) for i in indices]
+        missing = [int(i) for i, (_, y) in zip(indices, items) if y is None]
+        if missing:
+            raise ValueError(f'{self.dir}: examples {missing[:5]} have no class label; encode a source with '
+                             f'labels (class subfolders, a tfds label) for a class-conditional model')
+        return np.stack([x for x, _ in items]), np.asarray([y for _, y in items], np.int32)

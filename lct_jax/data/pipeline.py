@@ -78,12 +78,15 @@ class InputPipeline:
     Reading (and, given a `pairer`, drawing the noise and OT-pairing it, see
     `host_pairing.HostPairer`) runs `prefetch` steps ahead in a thread pool, so
     the accelerator never waits on the disk or the pairing in steady state.
-    Yields x, or (x, z paired, per-row cost ratio) with a pairer.
+    Yields x, or (x, z paired, per-row cost ratio) with a pairer; with `labels`
+    (a class-conditional model) the int32 class labels of the rows come last:
+    (x, labels), or (x, z, ratio, labels).
     """
 
     def __init__(self, dataset: LatentDataset, normalizer: Normalizer, batch_size: int, seed: int,
-                 rows: slice, start_step: int = 0, prefetch: int = 4, workers: int = 4, pairer=None):
-        self.dataset, self.normalizer = dataset, normalizer
+                 rows: slice, start_step: int = 0, prefetch: int = 4, workers: int = 4, pairer=None,
+                 labels: bool = False):
+        self.dataset, self.normalizer, self.labels = dataset, normalizer, labels
         self.batch_size, self.seed, self.rows = batch_size, seed, rows
         self.step = start_step
         self.pairer = pairer
@@ -96,7 +99,16 @@ class InputPipeline:
         idx = batch_indices(step, self.batch_size, len(self.dataset), self.seed)[self.rows]
         return self.normalizer.normalize(self.dataset.read_batch(idx)).astype(np.float32)
 
+    def local_labeled_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = batch_indices(step, self.batch_size, len(self.dataset), self.seed)[self.rows]
+        latents, labels = self.dataset.read_labeled_batch(idx)
+        return self.normalizer.normalize(latents).astype(np.float32), labels
+
     def _prepare(self, step: int):
+        if self.labels:
+            x, y = self.local_labeled_batch(step)
+            # The OT pairing permutes the noise to the rows, so each row keeps its label.
+            return (x, y) if self.pairer is None else (x, *self.pairer(step, x), y)
         x = self.local_batch(step)
         if self.pairer is None:
             return x

@@ -4,6 +4,13 @@ Each source is a sequence of uint8 HxWxC images at the configured resolution,
 addressed by index (so an interrupted encode can resume any shard).
 Optional precomputed horizontal flips (as the authors' LSUN Church set):
 indices n..2n-1 are the mirror images of 0..n-1.
+
+Class labels, when asked for (`labels=True`, config `data.class_labels`) and
+the source has them (`classes` non-empty; `label(i)` an index into it): the
+digits' 10 classes, an image folder whose images all sit in class subfolders
+(sorted subfolder names, as torchvision's ImageFolder), a tfds dataset with a
+`label` feature. The encode stores them with the latents. Off by default, so
+unconditional datasets encode exactly as before.
 """
 from __future__ import annotations
 
@@ -32,9 +39,17 @@ def resize_center_crop(img: Image.Image, resolution: int) -> np.ndarray:
 class Source:
     name = 'source'
     channels = 3
+    classes: tuple = ()     # class names; empty = the source has no labels
 
     def __len__(self) -> int:
         raise NotImplementedError
+
+    def label(self, index: int) -> int | None:
+        """The class index of example `index` (into `classes`), or None without labels."""
+        return None
+
+    def labels(self, indices) -> list:
+        return [self.label(int(i)) for i in indices]
 
     def image(self, index: int) -> np.ndarray:
         raise NotImplementedError
@@ -47,11 +62,18 @@ class DigitsSource(Source):
     """scikit-learn's handwritten digits (1,797 real 8x8 scans, 17 grey levels), upscaled."""
     channels = 1
 
-    def __init__(self, resolution: int):
+    def __init__(self, resolution: int, labels: bool = False):
         from sklearn.datasets import load_digits
         self.name = 'sklearn.load_digits'
-        self._raw = (load_digits().images * (255.0 / 16.0)).round().astype(np.uint8)
+        digits = load_digits()
+        self._raw = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+        self._labels = digits.target.astype(np.int64)
+        if labels:
+            self.classes = tuple(str(d) for d in range(10))
         self.resolution = resolution
+
+    def label(self, index):
+        return int(self._labels[index]) if self.classes else None
 
     def __len__(self):
         return len(self._raw)
@@ -66,7 +88,7 @@ class DigitsSource(Source):
 class ImageFolderSource(Source):
     """Every image under a folder (any nesting), in sorted path order, as RGB."""
 
-    def __init__(self, root: str, resolution: int):
+    def __init__(self, root: str, resolution: int, labels: bool = False):
         if not os.path.isdir(root):
             raise FileNotFoundError(f'data.image_dir is not a folder: {root!r}')
         self.name = f'image_dir:{os.path.abspath(root)}'
@@ -76,9 +98,21 @@ class ImageFolderSource(Source):
         if not self.paths:
             raise FileNotFoundError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) under {root!r}')
         self.resolution = resolution
+        # Labels when every image lies below a first-level subfolder: its name is the class.
+        tops = [os.path.relpath(p, root).split(os.sep) for p in self.paths]
+        if labels and not all(len(t) > 1 for t in tops):
+            flat = next(os.path.join(root, *t) for t in tops if len(t) == 1)
+            raise ValueError(f'data.class_labels=True, but {flat} is not inside a class subfolder of {root!r}')
+        if labels:
+            self.classes = tuple(sorted({t[0] for t in tops}))
+            index = {c: i for i, c in enumerate(self.classes)}
+            self._labels = [index[t[0]] for t in tops]
 
     def __len__(self):
         return len(self.paths)
+
+    def label(self, index):
+        return self._labels[index] if self.classes else None
 
     def image(self, index):
         with Image.open(self.paths[index]) as img:
@@ -99,7 +133,8 @@ class TfdsSource(Source):
     """
     image_key = 'image'
 
-    def __init__(self, name: str, split: str, resolution: int, data_dir: str | None = None):
+    def __init__(self, name: str, split: str, resolution: int, data_dir: str | None = None,
+                 labels: bool = False):
         builder = _tfds_builder(name, data_dir)  # first: it says what to install if tfds is missing
         from tensorflow_datasets.core import file_adapters
         from tensorflow_datasets.core.decode import base as decode_base
@@ -121,6 +156,12 @@ class TfdsSource(Source):
         self.resolution = resolution
         self.records_read = 0
         self._len = split_info.num_examples
+        features = builder.info.features
+        names = getattr(features['label'], 'names', None) if 'label' in features else None
+        if labels and not names:
+            raise ValueError(f'data.class_labels=True, but tfds {name} has no ClassLabel feature "label"')
+        if labels:   # a tfds ClassLabel (imagenet2012: 1000 classes)
+            self.classes = tuple(names)
 
     def __len__(self):
         return self._len
@@ -137,14 +178,35 @@ class TfdsSource(Source):
     def image(self, index):
         return self.images([index])[0]
 
-    def images(self, indices):
+    def _payloads(self, indices):
         indices = [int(i) for i in indices]
         if isinstance(self._records, TFRecordSplit):
             payloads = [self._records.read(i) for i in indices]
         else:
             payloads = self._records.__getitems__(indices)
         self.records_read += len(payloads)
+        return payloads
+
+    def images(self, indices):
+        payloads = self._payloads(indices)
+        if self.classes:   # kept for `labels` of the same indices (the encode asks next): no second read
+            self._labels_read = dict(zip((int(i) for i in indices), map(self._label_of, payloads)))
         return np.stack([self._pixels(p) for p in payloads])
+
+    @staticmethod
+    def _label_of(payload: bytes) -> int:
+        from lct_jax.data import example_codec
+        return int(example_codec.decode_example(payload)['label'][0])
+
+    def labels(self, indices):
+        """The examples' `label` feature (from the last `images` call, or read again)."""
+        cached = getattr(self, '_labels_read', {})
+        if all(int(i) in cached for i in indices):
+            return [cached[int(i)] for i in indices]
+        return [self._label_of(p) for p in self._payloads(indices)]
+
+    def label(self, index):
+        return self.labels([index])[0] if self.classes else None
 
 
 def _tfds_builder(name: str, data_dir: str | None):
@@ -204,9 +266,22 @@ class Flipped(Source):
 
     def __init__(self, base: Source):
         self.base, self.name, self.channels = base, base.name + '+flips', base.channels
+        self.classes = base.classes
 
     def __len__(self):
         return 2 * len(self.base)
+
+    def images(self, indices):
+        n = len(self.base)
+        indices = [int(i) for i in indices]
+        out = self.base.images([i % n for i in indices])
+        return np.stack([img[:, ::-1] if i >= n else img for i, img in zip(indices, out)])
+
+    def label(self, index):
+        return self.base.label(index % len(self.base))
+
+    def labels(self, indices):
+        return self.base.labels([int(i) % len(self.base) for i in indices])
 
     def image(self, index):
         n = len(self.base)
@@ -215,12 +290,13 @@ class Flipped(Source):
 
 def make_source(cfg) -> Source:
     """From the config's `data` group: source in ('digits', 'image_dir', 'tfds')."""
+    labels = bool(cfg.get('class_labels', False))
     if cfg.source == 'digits':
-        src = DigitsSource(cfg.resolution)
+        src = DigitsSource(cfg.resolution, labels)
     elif cfg.source == 'image_dir':
-        src = ImageFolderSource(cfg.image_dir, cfg.resolution)
+        src = ImageFolderSource(cfg.image_dir, cfg.resolution, labels)
     elif cfg.source == 'tfds':
-        src = TfdsSource(cfg.tfds_name, cfg.tfds_split, cfg.resolution, cfg.tfds_data_dir)
+        src = TfdsSource(cfg.tfds_name, cfg.tfds_split, cfg.resolution, cfg.tfds_data_dir, labels)
     else:
         raise ValueError(f"data.source {cfg.source!r}; valid: ('digits', 'image_dir', 'tfds')")
     return Flipped(src) if cfg.flips else src

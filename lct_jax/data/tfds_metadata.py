@@ -28,6 +28,8 @@ def write_tfds_metadata(latent_dir: str, manifest: dict, shard_lengths) -> None:
         'latent': tfds.features.Tensor(shape=tuple(manifest['shape']), dtype=np.float32, encoding='bytes'),
         'shape': tfds.features.Tensor(shape=(3,), dtype=np.int64),
         'index': tfds.features.Scalar(dtype=np.int64, doc='the example\'s index in the source dataset'),
+        **({'label': tfds.features.ClassLabel(names=list(manifest['classes']))}
+           if manifest.get('num_classes') else {}),
     })
     num_bytes = sum(os.path.getsize(os.path.join(latent_dir, s)) for s in manifest['shards'])
     split = tfds.core.SplitInfo(name='train', shard_lengths=[int(n) for n in shard_lengths],

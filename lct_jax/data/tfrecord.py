@@ -113,14 +113,25 @@ def read_all(path: str) -> list[bytes]:
         return [read_record(f, path, i, o, n) for i, (o, n) in enumerate(index_records(path))]
 
 
-def encode_latent(latent: np.ndarray, index: int) -> bytes:
+def encode_latent(latent: np.ndarray, index: int, label: int | None = None) -> bytes:
+    """One example: the latent's float32 bytes, its shape, its source index, and its integer class
+    label when the source has labels (class subfolders, a tfds `label`)."""
     latent = np.ascontiguousarray(latent, dtype=np.float32)
-    return example_codec.encode_example({'latent': [latent.tobytes()], 'shape': list(latent.shape),
-                                         'index': [int(index)]})
+    features = {'latent': [latent.tobytes()], 'shape': list(latent.shape), 'index': [int(index)]}
+    if label is not None:
+        features['label'] = [int(label)]
+    return example_codec.encode_example(features)
 
 
 def decode_latent(payload: bytes) -> tuple[np.ndarray, int]:
+    latent, index, _ = decode_labeled_latent(payload)
+    return latent, index
+
+
+def decode_labeled_latent(payload: bytes) -> tuple[np.ndarray, int, int | None]:
+    """(latent, source index, class label or None when the example has none)."""
     feat = example_codec.decode_example(payload)
     shape = tuple(feat['shape'])
     latent = np.frombuffer(feat['latent'][0], np.float32).reshape(shape)
-    return latent, int(feat['index'][0])
+    label = feat.get('label')
+    return latent, int(feat['index'][0]), (int(label[0]) if label else None)

@@ -2,6 +2,9 @@
 
 'inception'   pytorch-fid's FID InceptionV3 (pool3, 2048-d), weights from a local
               pt_inception-2015-12-05-*.pth: the paper's FID.
+'vgg16'       the 4,096-d fc2 features of VGG16 that StyleGAN2-ADA's pr50k3 uses for
+              precision / recall (the paper's recall), weights from a local file
+              (`evaluation/vgg16_features.py` says what is and is not verified).
 'digits_mlp'  for the embedded digits default, where no Inception weights exist
               offline: the 64-d hidden layer of an MLP classifier trained
               (deterministically, in about a second) on the real digits. Like
@@ -22,8 +25,8 @@ def inception_features(weights_path: str, batch_size: int = 100):
     """images uint8 NHWC (3 channels; grey is repeated) -> (N, 2048) float64."""
     from lct_jax.models.convert import inception_params_from_torch, load_state_dict
     from lct_jax.models.inception import InceptionV3
-    if not weights_path:
-        raise ValueError('evaluation.inception_weights must name a local pt_inception-2015-12-05-*.pth file')
+    from lct_jax.weights import inception_weights_file
+    weights_path = inception_weights_file(weights_path)  # a local file, or pytorch-fid's URL via the cache
     model = InceptionV3()
     variables = inception_params_from_torch(load_state_dict(weights_path), model)
     apply = jax.jit(model.apply)
@@ -51,7 +54,11 @@ def _digits_mlp(resolution: int):
         raw = np.stack([np.asarray(Image.fromarray(im).resize((resolution, resolution), Image.BICUBIC))
                         for im in raw])
     x = raw.reshape(len(raw), -1) / 255.0
-    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, random_state=0).fit(x, d.target)
+    # One BLAS thread: on these 64-wide matrices OpenBLAS's threads cost more than they save
+    # (measured here: 6 s with one thread, 30 s with two; weights equal to 2.5e-11).
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api='blas'):
+        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, random_state=0).fit(x, d.target)
     return clf
 
 
@@ -67,10 +74,20 @@ def digits_mlp_features(resolution: int = 8):
     return features
 
 
-def make_features(config):
-    kind = config.evaluation.features
+FEATURES = ('inception', 'vgg16', 'digits_mlp')
+
+
+def make_features(config, kind: str | None = None):
+    """The feature function named `kind` (default: evaluation.features, the FID features)."""
+    field = 'evaluation.features' if kind is None else 'evaluation.pr_features'
+    kind = config.evaluation.features if kind is None else kind
     if kind == 'inception':
         return inception_features(config.evaluation.inception_weights)
+    if kind == 'vgg16':
+        from lct_jax.evaluation.vgg16_features import vgg16_features
+        from lct_jax.weights import vgg16_weights_file  # a local file, or torchvision's URL via the cache
+        ev = config.evaluation
+        return vgg16_features(vgg16_weights_file(ev.vgg16_weights), ev.vgg16_input, ev.vgg16_fc2_relu)
     if kind == 'digits_mlp':
         return digits_mlp_features(config.data.resolution)
-    raise ValueError(f"evaluation.features {kind!r}; valid: ('inception', 'digits_mlp')")
+    raise ValueError(f'{field} {kind!r}; valid: {FEATURES}')

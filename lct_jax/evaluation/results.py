@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 
-COLUMNS = ('run', 'checkpoint', 'sampler', 'num_samples', 'features', 'fid', 'paper_fid',
-           'precision', 'recall', 'paper_recall')
+COLUMNS = ('run', 'checkpoint', 'sampler', 'nfe', 'num_samples', 'features', 'fid', 'paper_fid',
+           'pr_features', 'precision', 'recall', 'paper_recall')
 
 
 def _fmt(v):

@@ -219,3 +219,76 @@ def inception_params_from_torch(state_dict: Mapping, model) -> dict:
         if name.endswith('bn.weight'):
             extra[name.replace('bn.weight', 'bn.num_batches_tracked')] = lambda a: None
     return strict_convert(state_dict, table, shapes, 'InceptionV3', extra)
+
+
+# --- VGG16 (torchvision's vgg16-397923af.pth; precision / recall features) -------------------
+
+def vgg16_torch_names() -> dict[tuple[str, str], str]:
+    """{(flax module, 'kernel' | 'bias'): torchvision name}: convs are features.<i>, fc1/fc2 classifier.0/3."""
+    from lct_jax.models.vgg16 import BLOCKS
+    names, index = {}, 0
+    for stage, (convs, _) in enumerate(BLOCKS, start=1):
+        for i in range(1, convs + 1):
+            names[(f'conv{stage}_{i}', 'kernel')] = f'features.{index}.weight'
+            names[(f'conv{stage}_{i}', 'bias')] = f'features.{index}.bias'
+            index += 2          # conv, ReLU
+        index += 1              # max-pool
+    for module, i in (('fc1', 0), ('fc2', 3)):
+        names[(module, 'kernel')] = f'classifier.{i}.weight'
+        names[(module, 'bias')] = f'classifier.{i}.bias'
+    return names
+
+
+def vgg16_params_from_torch(state_dict: Mapping, model) -> dict:
+    """Params for `vgg16.VGG16` from a torchvision VGG16 state_dict (the classifier's fc3 is unused)."""
+    shapes = param_shapes(model, jnp.zeros((1, 32, 32, 3)))
+    table = {}
+    for path, torch_name in vgg16_torch_names().items():
+        transform = identity if path[1] == 'bias' else (conv_from_torch if path[0].startswith('conv')
+                                                         else dense_from_torch)
+        table[torch_name] = (path, transform)
+    extra = {'classifier.6.weight': lambda a: None, 'classifier.6.bias': lambda a: None}
+    return strict_convert(state_dict, table, shapes, 'VGG16', extra)
+
+
+# --- DiT (the authors' models/network_dit.py = facebookresearch/DiT) ----------------
+
+def _dit_torch_module(flax_module: str) -> str:
+    # 'blocks_3' -> 'blocks.3', 'adaLN_modulation_1' -> 'adaLN_modulation.1'; 'fc1' stays
+    return re.sub(r'_(\d+)$', r'.\1', flax_module)
+
+
+def dit_params_from_torch(state_dict: Mapping, model) -> dict:
+    """Params for `lct_jax.models.dit.DiT` from a DiT state_dict (the authors' / facebookresearch names).
+
+    `pos_embed` is not a parameter here (a fixed sin-cos table); the file's copy must equal ours.
+    """
+    from lct_jax.models.dit import sincos_2d
+    r = model.input_size
+    shapes = param_shapes(model, jnp.zeros((1, r, r, model.in_channels)), jnp.zeros((1,)))
+    leaf_names = {'kernel': 'weight', 'embedding': 'weight', 'bias': 'bias'}
+    table = {}
+    for path in shapes:
+        *mods, leaf = path
+        torch_name = '.'.join([_dit_torch_module(m) for m in mods] + [leaf_names[leaf]])
+        if leaf == 'kernel':
+            transform = conv_from_torch if len(shapes[path]) == 4 else dense_from_torch
+        else:
+            transform = identity
+        table[torch_name] = (path, transform)
+    pos = sincos_2d(model.hidden_size, r // model.patch_size)[None]
+
+    def expect_pos_embed(arr):
+        if arr.shape != pos.shape:
+            return f'shape {arr.shape}, model needs {pos.shape}'
+        return None if np.allclose(arr, pos, atol=1e-5) else 'not the fixed 2-D sin-cos table of this size'
+
+    return strict_convert(state_dict, table, shapes, 'DiT', {'pos_embed': expect_pos_embed})
+
+
+def model_params_from_torch(state_dict: Mapping, model) -> dict:
+    """The authors' state_dict of either backbone: a DhariwalUNet for a UNet, a DiT for a DiT."""
+    from lct_jax.models.dit import DiT
+    if isinstance(model, DiT):
+        return dit_params_from_torch(state_dict, model)
+    return unet_params_from_torch(state_dict, model)

@@ -16,6 +16,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class CheckpointMismatchError(CheckpointError):
+    """The checkpoint does not fit the config (other shapes or keys): names them; no older one would fit."""
+
+
 def make_manager(workdir: str, keep: int = 3, keep_period: int | None = None,
                  async_save: bool = True) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
@@ -56,20 +60,27 @@ def restore_latest(manager: ocp.CheckpointManager, target, fallback: bool = Fals
     """(state, step) from the newest checkpoint, or (target, None) if there is none.
 
     A checkpoint that cannot be read is an error naming it; with `fallback`
-    the older checkpoints are tried in turn instead (newest first).
+    the older checkpoints are tried in turn instead (newest first). A
+    checkpoint that does not fit `target` is an error at once (no older one
+    would fit either). On every error the manager is closed first.
     """
     steps = sorted(manager.all_steps(), reverse=True)
     errors = []
     for step in steps:
         try:
             return restore(manager, step, target), step
+        except CheckpointMismatchError:
+            close(manager)
+            raise
         except CheckpointError as e:
             if not fallback:
+                close(manager)
                 raise CheckpointError(f'{e}\nTo resume from an older checkpoint instead, pass '
                                       f'--config.train.restore_fallback=True (checkpoints: {sorted(steps)})') from e
             errors.append(str(e))
             print(f'warning: {e}; trying an older checkpoint', flush=True)
     if errors:
+        close(manager)
         raise CheckpointError('no checkpoint could be restored:\n' + '\n'.join(errors))
     return target, None
 
@@ -84,10 +95,12 @@ def load_numpy(step_dir: str) -> dict:
     path = os.path.join(os.path.abspath(step_dir), 'default')
     if not os.path.isdir(path):
         raise CheckpointError(f'no checkpoint at {step_dir} (expected {path})')
+    from etils import epath
     checkpointer = ocp.PyTreeCheckpointer()
-    meta = checkpointer.metadata(path)
-    tree = getattr(meta, 'item_metadata', meta)
-    tree = getattr(tree, 'tree', tree)
+    # The handler's metadata, not the checkpointer's: that one warns that default/_CHECKPOINT_METADATA is
+    # missing (the manager writes it one level up).
+    meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+    tree = getattr(meta, 'tree', meta)
     args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree,
                                   is_leaf=lambda x: hasattr(x, 'shape'))
     try:
@@ -97,9 +110,75 @@ def load_numpy(step_dir: str) -> dict:
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target):
-    """Restore `step` into the structure, dtypes and shardings of `target`."""
+    """Restore `step` into the structure, dtypes and shardings of `target`.
+
+    The shapes are compared first: Orbax's own error names no key, and its
+    failed reads leave callbacks that print "Event loop is closed" at exit.
+    """
+    path = os.path.join(str(manager.directory), str(step))
+    stored = stored_shapes(path)
+    if stored is not None:
+        problems = shape_mismatches(stored, flat_shapes(target))
+        if problems:
+            raise CheckpointMismatchError(f'the checkpoint at {path} does not fit the config (the model, '
+                                          f'optimizer or EMA settings differ from the run that wrote it):\n'
+                                          + problems)
     try:
         return manager.restore(step, args=ocp.args.StandardRestore(abstract_like(target)))
     except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; say what and where
-        path = os.path.join(str(manager.directory), str(step))
         raise CheckpointError(f'cannot restore the checkpoint at {path}: {type(e).__name__}: {e}') from e
+
+
+def close(manager: ocp.CheckpointManager) -> None:
+    """Stop Orbax's background threads now, so none of them writes noise after a real error."""
+    try:
+        manager.close()
+    except Exception as e:  # noqa: BLE001 - the error being raised matters more than this one
+        print(f'warning: closing the checkpoint manager: {type(e).__name__}: {e}', flush=True)
+
+
+# --- does a checkpoint fit a config? -------------------------------------------
+
+def key_name(key) -> str:
+    """One path element of a pytree key path (dict key, attribute, index), as Orbax names it on disk."""
+    for attr in ('key', 'name', 'idx'):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def flat_shapes(tree) -> dict[str, tuple]:
+    """{'params/enc_8x8_conv/kernel': shape, ...} of a pytree of arrays (or of array metadata)."""
+    leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, 'shape'))
+    return {'/'.join(key_name(k) for k in path): tuple(leaf.shape) for path, leaf in leaves
+            if hasattr(leaf, 'shape')}
+
+
+def stored_shapes(step_dir: str) -> dict[str, tuple] | None:
+    """The shapes a checkpoint holds, from its metadata; None if the metadata cannot be read
+    (the restore itself then reports what is wrong)."""
+    from etils import epath
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / 'default')
+    except Exception:  # noqa: BLE001
+        return None
+    return flat_shapes(getattr(meta, 'tree', meta))
+
+
+def shape_mismatches(stored: dict, wanted: dict, limit: int = 8) -> str:
+    """'' if the two {path: shape} tables agree, else the differences, a few of each kind.
+
+    The params' entries come first: the EMA and optimizer copies repeat them.
+    """
+    order = lambda k: (not k.startswith('params/'), k)  # noqa: E731
+    wrong = [f'{k}: checkpoint {stored[k]}, config {wanted[k]}'
+             for k in sorted(set(stored) & set(wanted), key=order) if tuple(stored[k]) != tuple(wanted[k])]
+    missing = [f'{k} {wanted[k]}' for k in sorted(set(wanted) - set(stored), key=order)]
+    extra = [f'{k} {stored[k]}' for k in sorted(set(stored) - set(wanted), key=order)]
+    lines = []
+    for title, items in (('wrong shapes', wrong), ('in the config but not in the checkpoint', missing),
+                         ('in the checkpoint but not in the config', extra)):
+        if items:
+            lines.append(f'  {title} ({len(items)}): ' + '; '.join(items[:limit])
+                         + (' ...' if len(items) > limit else ''))
+    return '\n'.join(lines)

@@ -22,11 +22,11 @@ from lct_jax.data.pipeline import InputPipeline, Normalizer
 from lct_jax.images import grid, save_grid
 from lct_jax.models.autoencoder import make_codec, to_uint8
 from lct_jax.progress import Progress
-from lct_jax.builders import build_model, build_objective, check_dataset, latent_dir_of
+from lct_jax.builders import build_model, build_objective, check_dataset, latent_dir_of, num_classes_of
 from lct_jax.train import checkpoints
 from lct_jax.train.metric_writer import MetricWriter
 from lct_jax.train.state import init_state, lr_schedule, make_optimizer
-from lct_jax.train.step import PairedBatch, StepConfig, make_train_step
+from lct_jax.train.step import LabeledBatch, LabeledPairedBatch, PairedBatch, StepConfig, make_train_step
 
 
 class NonFiniteError(RuntimeError):
@@ -66,7 +66,8 @@ def build_training(config, mesh):
     opt_cfg = _opt_cfg(config)
     optimizer = make_optimizer(opt_cfg)
     state = make_initial_state(config, model, optimizer, mesh)
-    step_fn = make_train_step(model, objective, optimizer, lr_schedule(opt_cfg), step_config(config), mesh)
+    step_fn = make_train_step(model, objective, optimizer, lr_schedule(opt_cfg), step_config(config), mesh,
+                              state_sharding=jax.tree_util.tree_map(lambda a: a.sharding, state))
     return model, objective, state, step_fn
 
 
@@ -88,13 +89,17 @@ def make_host_pairer(config, mesh) -> HostPairer | None:
 
 
 def device_batch(local, mesh):
-    """The global batch the step takes, from this process's rows (x, or x with its paired noise)."""
+    """The global batch the step takes, from this process's rows (x, or x with its paired noise;
+    the class labels last for a class-conditional model: (x, labels) or (x, z, ratio, labels))."""
     if isinstance(local, tuple):
-        return PairedBatch(*(parallel.global_batch_from_local(a, mesh) for a in local))
+        batch_type = {2: LabeledBatch, 3: PairedBatch, 4: LabeledPairedBatch}[len(local)]
+        return batch_type(*(parallel.global_batch_from_local(a, mesh) for a in local))
     return parallel.global_batch_from_local(local, mesh)
 
 
 def make_initial_state(config, model, optimizer, mesh):
+    """The step-0 state, made on the mesh in its training layout: replicated, or FSDP-sharded
+    (config.mesh.fsdp), so no device ever holds a full copy of a sharded state."""
     r = config.model.img_resolution
 
     def init():
@@ -102,11 +107,20 @@ def make_initial_state(config, model, optimizer, mesh):
         params = model.init(jax.random.key(config.seed), x, jnp.zeros((1,)))['params']
         return init_state(params, optimizer, config.ema_decays)
 
-    return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+    return jax.jit(init, out_shardings=state_shardings_of(config, jax.eval_shape(init), mesh))()
+
+
+def state_shardings_of(config, abstract_state, mesh):
+    """The train state's layout for a config: `parallel.state_shardings` with config.mesh's switch."""
+    m = config.get('mesh') or {}
+    return parallel.state_shardings(abstract_state, mesh, fsdp=bool(m.get('fsdp', False)),
+                                    min_size=int(m.get('fsdp_min_size', parallel.FSDP_MIN_SIZE)))
 
 
 class SampleGrids:
-    """1-step and 2-step grids from the configured EMA (or raw params), as PNG.
+    """Grids of the configured samplers from the configured EMA (or raw params), as PNG:
+    1-step and 2-step for a consistency model, the ODE sampler (e.g. Euler 250) for the
+    LDM baseline (config.sampling.sampler).
 
     The samplers are compiled once per run, not at every grid.
     """
@@ -118,11 +132,19 @@ class SampleGrids:
         self.indices = parallel.shard_host_array(np.arange(n, dtype=np.int32), mesh)
         m = config.model
         shape = (m.img_resolution, m.img_resolution, m.in_channels)
+        self.num_classes = num_classes_of(config)
         self.samplers = {
-            label: sampling.make_sampler(model.apply, objective, shape,
-                                         sampling.step_sigmas(ts, config.sampling.grid_steps, objective),
-                                         config.sampling.seed, mesh)
-            for label, ts in (('1step', (0,)), ('2step', tuple(config.sampling.ts)))}
+            spec.file_label: sampling.make_spec_sampler(spec, model.apply, objective, shape,
+                                                        config.sampling.seed, mesh, self.num_classes)
+            for spec in sampling.configured_samplers(config.sampling, objective)}
+        # A class-conditional model: one grid per class too (the first sampling.class_grids classes),
+        # all drawn in one sampler call.
+        self.shown_classes = min(self.num_classes, int(config.sampling.get('class_grids', 16)))
+        if self.shown_classes:
+            self.per_class = -(-max(config.sampling.num_grid // self.shown_classes, 1) // d) * d
+            self.class_indices = parallel.shard_host_array(np.concatenate(
+                [sampling.class_indices(c, self.per_class, self.num_classes) for c in range(self.shown_classes)]),
+                mesh)
 
     def write(self, workdir, step, state, writer=None):
         name = self.config.sampling.ema
@@ -137,11 +159,23 @@ class SampleGrids:
                 paths.append(path)
                 if writer is not None:
                     writer.image(step, f'samples/{label}', grid(images))
+            if self.shown_classes:
+                x = multihost_utils.process_allgather(sampler(params, self.class_indices), tiled=True)
+                images = to_uint8(self.codec.decode(jnp.asarray(self.normalizer.denormalize(np.asarray(x)))))
+                if jax.process_index() == 0:
+                    for c in range(self.shown_classes):
+                        path = os.path.join(workdir, 'samples', f'step_{step:07d}_{label}_class{c:03d}.png')
+                        save_grid(path, images[c * self.per_class:(c + 1) * self.per_class])
+                        paths.append(path)
         return paths
 
 
-def train(config, workdir: str, show_progress: bool = True) -> dict:
-    """Train until config.total_steps (resuming if possible); returns the last metrics."""
+def train(config, workdir: str, show_progress: bool = True, on_start=None) -> dict:
+    """Train until config.total_steps (resuming if possible); returns the last metrics.
+
+    on_start(step): called once the start has succeeded (checkpoint restored, or a fresh state
+    at step 0), before anything is logged; the run's record is written there, never earlier.
+    """
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     # Config errors surface here, before any data work or compilation.
@@ -168,7 +202,9 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     if restored is not None and jax.process_index() == 0:
         print(f'resumed from {workdir}/checkpoints/{restored}', flush=True)
     start = int(state.step)
-    writer = MetricWriter(workdir)
+    if on_start is not None:
+        on_start(start)
+    writer = MetricWriter(workdir, start_step=start)  # moves aside rows logged after `start`
     grids = SampleGrids(config, model, objective, codec, normalizer, mesh)
     stop = _StopFlag()
     stop.install()
@@ -179,7 +215,8 @@ def train(config, workdir: str, show_progress: bool = True) -> dict:
     # Created last, just before the try: its reader and pairing threads are stopped on every exit path.
     pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed,
                              parallel.process_batch_slice(config.batch_size, mesh), start_step=start,
-                             prefetch=config.train.prefetch, pairer=make_host_pairer(config, mesh))
+                             prefetch=config.train.prefetch, pairer=make_host_pairer(config, mesh),
+                             labels=num_classes_of(config) > 0)
     try:
         while step < config.total_steps:
             batch = device_batch(next(pipeline), mesh)

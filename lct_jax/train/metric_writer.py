@@ -1,4 +1,12 @@
-"""Where metrics go: TensorBoard event files and <workdir>/metrics.jsonl (process 0 only)."""
+"""Where metrics go: TensorBoard event files and <workdir>/metrics.jsonl (process 0 only).
+
+The history matches the checkpoints: a run that starts from step S (the
+restored checkpoint, 0 for a fresh start) first moves the rows logged after S
+by an earlier, interrupted run out of metrics.jsonl into
+metrics.dropped.jsonl, and tells TensorBoard to purge its events after S
+(tensorboardX's `purge_step`, honoured by TensorBoard's reader). The steps
+after S are then logged once, by this run.
+"""
 from __future__ import annotations
 
 import json
@@ -7,17 +15,63 @@ import os
 import jax
 import numpy as np
 
+METRICS = 'metrics.jsonl'
+DROPPED = 'metrics.dropped.jsonl'
+
+
+def split_history(lines: list[str], last_kept_step: int) -> tuple[list[str], list[str]]:
+    """(rows to keep, rows to drop): rows of steps after `last_kept_step`, and lines that are not a
+    whole row (a write cut by a kill), are dropped."""
+    kept, dropped = [], []
+    for line in lines:
+        try:
+            row = json.loads(line)
+            keep = int(row['step']) <= last_kept_step
+        except (ValueError, KeyError, TypeError):
+            keep = False
+        (kept if keep else dropped).append(line.rstrip('\n'))
+    return kept, dropped
+
+
+def truncate_history(workdir: str, last_kept_step: int) -> int:
+    """Move the rows after `last_kept_step` from metrics.jsonl to metrics.dropped.jsonl; how many."""
+    path = os.path.join(workdir, METRICS)
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        kept, dropped = split_history(f.readlines(), last_kept_step)
+    if not dropped:
+        return 0
+    # Dropped rows first (appended, each tagged with the step resumed from), then the history
+    # is replaced atomically: a crash in between loses nothing.
+    with open(os.path.join(workdir, DROPPED), 'a') as f:
+        for line in dropped:
+            f.write(json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line}) + '\n')
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        f.writelines(line + '\n' for line in kept)
+    os.replace(tmp, path)
+    return len(dropped)
+
 
 class MetricWriter:
-    def __init__(self, workdir: str, enabled: bool | None = None):
+    def __init__(self, workdir: str, enabled: bool | None = None, start_step: int | None = None):
+        """start_step: the step this run starts from; history after it is dropped (see above)."""
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._tb = None
         self._jsonl = None
         if self.enabled:
             from tensorboardX import SummaryWriter
             os.makedirs(workdir, exist_ok=True)
-            self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
-            self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+            purge_step = None
+            if start_step is not None:
+                dropped = truncate_history(workdir, start_step)
+                if dropped:
+                    print(f'{dropped} row(s) logged after step {start_step} by an interrupted run moved from '
+                          f'{METRICS} to {DROPPED}', flush=True)
+                purge_step = start_step + 1
+            self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=purge_step)
+            self._jsonl = open(os.path.join(workdir, METRICS), 'a')
 
     def scalars(self, step: int, metrics: dict) -> None:
         if not self.enabled:
@@ -27,6 +81,8 @@ class MetricWriter:
             self._tb.add_scalar(k, v, step)
         self._jsonl.write(json.dumps({'step': int(step), **clean}) + '\n')
         self._jsonl.flush()
+        # Otherwise tensorboardX writes to disk every 120 s: a killed run's events would lag its rows.
+        self._tb.flush()
 
     def image(self, step: int, tag: str, image_hwc: np.ndarray) -> None:
         if self.enabled:

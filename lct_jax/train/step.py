@@ -2,8 +2,9 @@
 
 The device runs one `jax.jit` program over the mesh, `update` (loss,
 gradient, RAdam, EMAs, skip logic), the batch sharded on 'data', the state
-replicated and donated. The gradient of the mean loss over the global batch
-is the all-device average, so XLA inserts the all-reduce. The noise and its
+replicated (or FSDP-sharded on 'data': `state_sharding`) and donated. The
+gradient of the mean loss over the global batch is the all-device average, so
+XLA inserts the all-reduce. The noise and its
 OT pairing come with the batch: by default the host draws and pairs them in
 the input pipeline, steps ahead (`coupling.placement='host'`,
 `lct_jax.data.host_pairing`), so the device program holds no data-dependent
@@ -24,6 +25,7 @@ were, so nothing is lost by the delay).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -58,14 +60,32 @@ class PairedBatch(NamedTuple):
     ot_ratio: jax.Array      # (B,): each row holds its device's pair-cost ratio
 
 
+class LabeledPairedBatch(NamedTuple):
+    """A PairedBatch with the rows' int32 class labels (a class-conditional model); all on 'data'."""
+    x: jax.Array
+    z: jax.Array
+    ot_ratio: jax.Array
+    labels: jax.Array
+
+
+class LabeledBatch(NamedTuple):
+    """x with its class labels, for the device placement (the step draws and pairs z)."""
+    x: jax.Array
+    labels: jax.Array
+
+
 def _all_finite(tree):
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def make_train_step(model, objective: Objective, optimizer: optax.GradientTransformation,
-                    lr_schedule, step_cfg: StepConfig, mesh):
+                    lr_schedule, step_cfg: StepConfig, mesh, state_sharding=None):
     """The compiled train step; `.trace_count()` says how many times it was traced.
+
+    state_sharding: the state's shardings (a pytree of them, `parallel.state_shardings`), kept
+    from step to step; None = replicated. FSDP needs nothing else: XLA gathers sharded weights
+    where the network uses them.
 
     `objective.loss(params, apply_fn, x, z, key, step) -> (loss, metrics)` is what
     is differentiated. With the host placement the step is the `update` program
@@ -78,6 +98,7 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
     traces = {'update': 0}
     batch_sharding = parallel.batch_sharding(mesh)
     repl = parallel.replicated(mesh)
+    state_sh = repl if state_sharding is None else state_sharding
 
     def pair_noise(step, batch):
         traces['pair_noise'] += 1
@@ -87,11 +108,14 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
         return coupling.couple_per_device(batch, z, mesh, parallel.DATA_AXIS,
                                           step_cfg.coupling, step_cfg.sinkhorn_epsilon)
 
-    def update(state: TrainState, batch, z, ot_ratio):
+    def update(state: TrainState, batch, z, ot_ratio, labels=None):
         traces['update'] += 1
         _, loss_key = step_keys(step_cfg.seed, state.step)
         grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, model.apply, batch, z, loss_key, state.step)
+        # Class labels reach the network through apply_fn; the objective passes its 'dropout' key to
+        # the student and the target alike, so both see the same label dropout (to the null class).
+        apply_fn = model.apply if labels is None else functools.partial(model.apply, labels=labels)
+        (loss, metrics), grads = grad_fn(state.params, apply_fn, batch, z, loss_key, state.step)
         finite = jnp.isfinite(loss) & _all_finite(grads)
 
         def apply_update(_):
@@ -128,8 +152,11 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
                               out_shardings=(batch_sharding, batch_sharding))
     # The old state's buffers become the new state's (no output has the batch's shape, so
     # donating the batch or z would only raise XLA's "not usable" warning).
-    update_jitted = jax.jit(update, in_shardings=(repl, batch_sharding, batch_sharding, batch_sharding),
-                            out_shardings=(repl, repl), donate_argnums=(0,))
+    # A class-conditional model (num_classes > 0) takes the labels as a fifth argument; an
+    # unconditional one keeps the four.
+    num_args = 4 + int(getattr(model, 'num_classes', 0) > 0)
+    update_jitted = jax.jit(update, in_shardings=(state_sh,) + (batch_sharding,) * (num_args - 1),
+                            out_shardings=(state_sh, repl), donate_argnums=(0,))
     return CompiledStep(pair_jitted, update_jitted, traces)
 
 
@@ -137,7 +164,8 @@ class CompiledStep:
     """The step's device programs, plus a count of their traces (a retrace means a recompile).
 
     Host placement: `step(state, PairedBatch)` runs `update`. Device placement:
-    `step(state, x)` runs `pair_noise` then `update`.
+    `step(state, x)` runs `pair_noise` then `update`. A class-conditional model takes a
+    `LabeledPairedBatch` / `LabeledBatch` instead.
     """
 
     def __init__(self, pair_noise, update, traces):
@@ -150,15 +178,19 @@ class CompiledStep:
     def __call__(self, state, batch):
         if self.pair_noise is None:
             return self.update(state, *batch)
+        if isinstance(batch, LabeledBatch):
+            z, ot_ratio = self.pair_noise(state.step, batch.x)
+            return self.update(state, batch.x, z, ot_ratio, batch.labels)
         z, ot_ratio = self.pair_noise(state.step, batch)
         return self.update(state, batch, z, ot_ratio)
 
-    def lower(self, state, x) -> dict:
+    def lower(self, state, x, labels=None) -> dict:
         """{program name: lowered program} of what the step dispatches to the mesh, for AOT
-        compilation and XLA's analyses; x is the batch's (abstract) data."""
+        compilation and XLA's analyses; x is the batch's (abstract) data, labels its class labels'
+        (a class-conditional model) or None."""
         z = jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
         ratio = jax.ShapeDtypeStruct(x.shape[:1], jnp.float32, sharding=x.sharding)
-        programs = {'update': self.update.lower(state, x, z, ratio)}
+        programs = {'update': self.update.lower(state, x, z, ratio, *(() if labels is None else (labels,)))}
         if self.pair_noise is not None:
             programs = {'pair_noise': self.pair_noise.lower(state.step, x), **programs}
         return programs

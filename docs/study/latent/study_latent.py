@@ -1,0 +1,44 @@
+"""The latent-space study: sLCT, iLCT and the one-technique ablations in the latent space of a
+small KL autoencoder trained on the digits (configs/digits_latent.py: 32x32x1 -> 8x8x4, the
+SD-VAE's factor-4 geometry at small scale), 3 seeds each; the same seeds and variants as the
+pixel study (docs/study/pixel/study_pixel.py).
+
+    python -m lct_jax.study status docs/study/latent/study_latent.py   # what is done / running / missing
+    python -m lct_jax.study run    docs/study/latent/study_latent.py   # prepare, train + evaluate, report
+    python -m lct_jax.study report docs/study/latent/study_latent.py   # aggregate whatever has finished
+    python -m lct_jax.study launch docs/study/latent/study_latent.py --target=slurm
+
+`prepare` (once, before any run): train the autoencoder in <study_dir>/autoencoder, encode the
+1,797 digits with it into <study_dir>/latents (shared by every run, read only), and analyze
+the latents against the pixels (<study_dir>/autoencoder/analysis/). Every run: 2,500 steps at
+batch 64 on the per-element-normalised latents, checkpoints 500, ..., 2500 each evaluated with
+1-step and 2-step sampling (1,024 samples, EMA 0.99), decoded to 32x32 and measured by the
+Fréchet distance in the digits-MLP feature space (an MLP trained on the 32x32-upscaled real
+digits) against the decoded training latents (the autoencoder's reconstructions: the best
+the generator can reach through this decoder).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pixel'))
+sys.dont_write_bytecode = True  # no __pycache__ in docs/
+from study_pixel import SEEDS, STEPS, VARIANTS  # noqa: E402  the same variants and seeds
+
+# the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, KL weight 1e-6)
+AUTOENCODER = ''
+CONFIG = 'configs/digits_latent.py' + (f':{AUTOENCODER}' if AUTOENCODER else '')
+SHARED = ['--config.autoencoder.weights={study_dir}/autoencoder/vae', '--config.data.latent_dir={study_dir}/latents']
+MAIN = ['python', '-m', 'lct_jax.main', f'--config={CONFIG}', '--workdir={study_dir}/autoencoder']
+
+STUDY = dict(
+    name='latent',
+    config=CONFIG,
+    variants=VARIANTS,
+    seeds=SEEDS,
+    baseline='sLCT',
+    overrides=['--config.train.keep_period=500'] + SHARED,
+    eval_steps=STEPS,
+    prepare=[MAIN + ['--mode=train_autoencoder'], MAIN + ['--mode=encode'] + SHARED,
+             MAIN + ['--mode=analyze'] + SHARED],
+    notes='8x8x4 latents of a small KL autoencoder on the 32x32 digits; FD on decoded samples',
+)

@@ -1,0 +1,146 @@
+"""Our results beside the paper's Table 1: one comparison per dataset, or the whole table.
+
+Each run's `--mode=evaluate` appends rows to <workdir>/results.json, each
+naming its dataset, method (sLCT | iLCT | LDM-8† | sLCT:<ablation>), sampler
+and NFE. This module gathers those rows from a set of work directories and
+lays them out against `paper_table1.TABLE1`:
+
+  python -m lct_jax.evaluation.table1 W/celebahq_slct W/celebahq_ilct W/celebahq_ldm ... [--out table1.md]
+
+(a directory without results.json is searched one level down, so `W` alone works).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+
+from lct_jax.evaluation.paper_table1 import COMPARED, TABLE1, lookup
+
+
+def results_files(paths) -> list[str]:
+    files = []
+    for p in paths:
+        if os.path.isfile(p):
+            files.append(p)
+        elif os.path.exists(os.path.join(p, 'results.json')):
+            files.append(os.path.join(p, 'results.json'))
+        else:
+            files += sorted(glob.glob(os.path.join(p, '*', 'results.json')))
+    return files
+
+
+def load_rows(paths) -> list[dict]:
+    """Every row of every results.json found, the latest evaluation of each (run, sampler) only."""
+    latest = {}
+    for f in results_files(paths):
+        with open(f) as fh:
+            for row in json.load(fh):
+                latest[(row.get('run'), row.get('sampler'), f)] = row   # later rows replace earlier ones
+    return list(latest.values())
+
+
+def _num(v, digits=2):
+    return '–' if v is None else f'{v:.{digits}f}'
+
+
+def _ours(rows, dataset, method, nfe):
+    return [r for r in rows if r.get('dataset') == dataset and r.get('method') == method and r.get('nfe') == nfe]
+
+
+def _our_cells(r):
+    if r is None:
+        return ['', '', '', '']
+    feats = r.get('features', '')
+    if r.get('pr_features') and r.get('pr_features') != feats:
+        feats += f" / {r['pr_features']}"
+    return [_num(r.get('fid')), _num(r.get('recall')), feats, f"{r.get('run')} ({r.get('checkpoint')})"]
+
+
+HEADER = ('| Model | NFE | FID (paper) | Recall (paper) | Epochs | Total BS | FID (ours) | Recall (ours) '
+          '| features (FID / recall) | our run |\n|---|---|---|---|---|---|---|---|---|---|\n')
+
+
+def _line(model, nfe, paper, ours):
+    p = [_num(paper.fid), _num(paper.recall), paper.epochs or '–', str(paper.batch or '–')] if paper else \
+        ['–', '–', '–', '–']
+    return '| ' + ' | '.join([model, str(nfe)] + p + _our_cells(ours)) + ' |\n'
+
+
+def _unmatched(rows, dataset, shown):
+    extra = [r for r in rows if r.get('dataset') == dataset and id(r) not in shown]
+    return sorted(extra, key=lambda r: (str(r.get('method')), r.get('nfe') or 0, str(r.get('run'))))
+
+
+def comparison_markdown(rows, dataset: str) -> str:
+    """The reproduction's three kinds of run on one dataset (LDM-8† 250 NFE, iLCT and sLCT at 1/2 NFE)
+    with the paper's FID / recall beside ours, then any other rows of ours (other samplers, ablations)."""
+    title = TABLE1.get(dataset, (dataset, []))[0]
+    out = [f'## {title}: ours beside the paper\n\n', HEADER]
+    shown = set()
+    for method, nfe in COMPARED:
+        ours = _ours(rows, dataset, method, nfe)
+        shown.update(id(r) for r in ours)
+        paper = lookup(dataset, method, nfe)
+        model = paper.model if paper else method
+        for r in ours or [None]:
+            out.append(_line(model, nfe, paper, r))
+    for r in _unmatched(rows, dataset, shown):
+        out.append(_line(f"{r.get('method')} ({r.get('sampler')})", r.get('nfe'), None, r))
+    return ''.join(out)
+
+
+def table1_markdown(rows) -> str:
+    """The paper's whole Table 1 layout, every published row, with our numbers where a run matches."""
+    out = ['# Table 1: the paper (Dao et al., ICLR 2025) and this reproduction\n\n',
+           'FID (paper) / Recall (paper): as published (FID on 50k samples with pytorch-fid\'s Inception; '
+           'recall: StyleGAN2-ADA pr50k3, VGG16 features). Ours: the features each row names.\n\n']
+    datasets = list(TABLE1) + sorted({r.get('dataset') for r in rows if r.get('dataset') not in TABLE1})
+    for dataset in datasets:
+        title, paper_rows = TABLE1.get(dataset, (dataset, []))
+        out += [f'## {title}\n\n', HEADER]
+        shown, group = set(), None
+        for p in paper_rows:
+            if p.group != group:
+                group = p.group
+                out.append(f'| *{group}* | | | | | | | | | |\n')
+            ours = _ours(rows, dataset, p.method, p.nfe) if p.method else []
+            shown.update(id(r) for r in ours)
+            for r in ours or [None]:
+                out.append(_line(p.model, p.nfe, p, r))
+        extra = _unmatched(rows, dataset, shown)
+        if extra:
+            out.append('| *Ours, not in the paper* | | | | | | | | | |\n')
+            out += [_line(f"{r.get('method')} ({r.get('sampler')})", r.get('nfe'), None, r) for r in extra]
+        out.append('\n')
+    return ''.join(out)
+
+
+def write_comparison(directory: str, dataset: str) -> str:
+    """Rebuild <directory>/comparison_<dataset>.md from every results.json one level below it."""
+    rows = load_rows([directory])
+    path = os.path.join(directory, f'comparison_{dataset}.md')
+    with open(path + '.partial', 'w') as f:
+        f.write(comparison_markdown(rows, dataset))
+    os.replace(path + '.partial', path)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('workdirs', nargs='+', help='run directories (or their parent), or results.json files')
+    parser.add_argument('--out', default='', help='write the markdown here (default: stdout)')
+    args = parser.parse_args(argv)
+    text = table1_markdown(load_rows(args.workdirs))
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text)
+        print(f'Table 1 with {len(load_rows(args.workdirs))} rows of ours: {args.out}')
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == '__main__':
+    main()

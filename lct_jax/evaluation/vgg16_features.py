@@ -1,0 +1,34 @@
+"""The VGG16 fc2 features of StyleGAN2-ADA's `pr50k3` (the paper's recall, spec §15), in Flax.
+
+What is verified (tests/test_vgg16.py): our VGG16 equals torchvision's `vgg16` on
+the same weights (fc2 features), our area resize equals PyTorch's
+`interpolate(mode='area')`, and the converter rejects files that do not fit.
+What is not: NVIDIA's detector (`vgg16.pt`, a TorchScript file) could not be
+downloaded here, so its exact preprocessing (resize method, input range,
+channel order, mean) and whether its features are taken before or after
+fc2's ReLU are assumptions (README, "Recall"); with torchvision's ImageNet
+weights the features are VGG16's but not NVIDIA's network's.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def vgg16_features(weights_path: str, convention: str = 'torchvision', fc2_relu: bool = True,
+                   batch_size: int = 50):
+    """images uint8 NHWC (grey is repeated to RGB) -> (N, 4096) float64 fc2 features."""
+    from lct_jax.models.convert import load_state_dict, vgg16_params_from_torch
+    from lct_jax.models.vgg16 import VGG16, preprocess
+    if not weights_path:
+        raise ValueError('evaluation.vgg16_weights must name a local VGG16 file: torchvision\'s '
+                         'vgg16-397923af.pth, or the .npz that python -m lct_jax.evaluation.nvidia_vgg16 writes')
+    model = VGG16(fc2_relu=fc2_relu)
+    params = vgg16_params_from_torch(load_state_dict(weights_path), model)
+    apply = jax.jit(lambda p, images: model.apply({'params': p}, preprocess(images, convention)))
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([np.asarray(apply(params, images[i:i + batch_size]), np.float64)
+                               for i in range(0, len(images), batch_size)])
+
+    return features

@@ -1,0 +1,130 @@
+"""A study's report: results.json (every run's rows + the summary), results.md, curves.png, and
+grids/ (each variant's final sample grids, from its first finished seed).
+
+Works on whatever has finished: the missing, partial and running runs are
+listed, and every number says over how many seeds it was taken.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from lct_jax.study import aggregate
+from lct_jax.study.spec import Study
+
+
+def _fmt(x, digits: int = 3) -> str:
+    return '–' if x is None else f'{x:.{digits}f}'
+
+
+def _interval(d: dict) -> str:
+    return f'[{_fmt(d["ci95"][0])}, {_fmt(d["ci95"][1])}]' if d.get('n') else '–'
+
+
+def markdown(study: Study, summary: list[dict], progress_entries: list[dict], step: int | None,
+             demonstration: str = '') -> str:
+    lines = [f'# Study `{study.name}`', '']
+    if demonstration:
+        lines += [f'> **DEMONSTRATION, NOT A RESULT.** {demonstration}', '']
+    lines += [f'Config `{study.config}`; variants {", ".join(v.name for v in study.variants)}; seeds '
+              f'{list(study.seeds)}; baseline for paired differences: `{study.baseline}`. Study file: '
+              f'`{study.source}`.', '']
+    not_done = [e for e in progress_entries if e['state'] != 'done']
+    if not_done:
+        lines += ['**Not finished** (left out of the numbers below): '
+                  + ', '.join(f'{e["variant"]}/seed {e["seed"]} ({e["state"]})' for e in not_done), '']
+    if step is None:
+        return '\n'.join(lines + ['No evaluated run yet.']) + '\n'
+    lines += [f'## Fréchet distance at step {step} (lower is better)', '',
+              'mean ± std over seeds, the bootstrap 95% interval of the mean, and the paired difference '
+              f'(variant − {study.baseline}, same seeds) with its bootstrap 95% interval.', '',
+              '| variant | sampler | seeds | FD mean ± std | 95% interval | Δ vs baseline | Δ 95% interval |',
+              '|---|---|---|---|---|---|---|']
+    for e in (e for e in summary if e['step'] == step):
+        d = e.get('vs_baseline')
+        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_fmt(e["mean"])} ± {_fmt(e["std"])} | '
+                     f'{_interval(e)} | {_fmt(d["mean"]) if d else "–"} | {_interval(d) if d else "–"} |')
+    lines += ['', 'A difference whose interval contains 0 is not evidence either way at this number of seeds. '
+              'The bootstrap enumerates every resample for up to 6 seeds; with 3 seeds its 95% interval is '
+              'exactly [min, max] of the seeds: a description of the spread, not a calibrated interval.',
+              'Every checkpoint and seed: `results.json` (`runs`); curves with bands: `curves.png`; final '
+              'sample grids of each variant\'s first finished seed: `grids/`.']
+    return '\n'.join(lines) + '\n'
+
+
+def plot_curves(summary: list[dict], path: str, title: str = '') -> None:
+    """FD against training step per sampler: the mean over seeds with its bootstrap 95% band."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    samplers = sorted({str(e['sampler']) for e in summary})
+    fig, axes = plt.subplots(1, len(samplers), figsize=(5 * len(samplers), 4), sharey=True, squeeze=False)
+    for ax, sampler in zip(axes[0], samplers):
+        for variant in dict.fromkeys(e['variant'] for e in summary):
+            pts = sorted((e['step'], e['mean'], *e['ci95']) for e in summary
+                         if e['variant'] == variant and str(e['sampler']) == sampler and e.get('n'))
+            if not pts:
+                continue
+            steps, mean, lo, hi = zip(*pts)
+            n = max(e['n'] for e in summary if e['variant'] == variant and str(e['sampler']) == sampler)
+            line, = ax.plot(steps, mean, marker='o', label=f'{variant} (n={n})')
+            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.set_title(f'{sampler} sampling'); ax.set_xlabel('training step'); ax.set_yscale('log')
+    axes[0][0].set_ylabel('Fréchet distance (mean, bootstrap 95% band)')
+    axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+
+def copy_grids(runs, progress_entries: list[dict], out_dir: str) -> list[str]:
+    """The final sample grids (<workdir>/samples/step_<last>_<label>.png) of each variant's first
+    finished seed, as <out_dir>/grids/<variant>_seed<s>_<label>.png; the paths written."""
+    import re
+    import shutil
+    done = {(e['variant'], e['seed']) for e in progress_entries if e['state'] == 'done'}
+    written, seen = [], set()
+    pattern = re.compile(r'step_(\d+)_(.+)\.png$')
+    for r in runs:
+        folder = os.path.join(r.workdir, 'samples')
+        if r.variant in seen or (r.variant, r.seed) not in done or not os.path.isdir(folder):
+            continue
+        found = [(int(m.group(1)), m.group(2), f) for f in os.listdir(folder) if (m := pattern.match(f))]
+        if not found:
+            continue
+        last = max(step for step, _, _ in found)
+        os.makedirs(os.path.join(out_dir, 'grids'), exist_ok=True)
+        for step, label, f in sorted(found):
+            if step == last:
+                dest = os.path.join(out_dir, 'grids', f'{r.variant}_seed{r.seed}_{label}.png')
+                shutil.copyfile(os.path.join(folder, f), dest)
+                written.append(dest)
+        seen.add(r.variant)
+    return written
+
+
+def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str, demonstration: str = '') -> dict:
+    rows = aggregate.collect_rows(runs)
+    done = {(e['variant'], e['seed']) for e in progress_entries if e['state'] == 'done'}
+    # Numbers come from finished runs only: a half-evaluated run would bias the later steps.
+    rows = [r for r in rows if (r['variant'], r['seed']) in done]
+    summary = aggregate.summarise(rows, [v.name for v in study.variants], study.baseline)
+    step = aggregate.final_step(rows)
+    result = {'study': study.name, 'config': study.config, 'study_file': study.source,
+              'variants': {v.name: {'config': v.config_arg, 'overrides': list(v.overrides)} for v in study.variants},
+              'seeds': list(study.seeds), 'baseline': study.baseline, 'overrides': list(study.overrides),
+              'demonstration': demonstration or None, 'final_step': step,
+              'progress': [{k: e[k] for k in ('variant', 'seed', 'state', 'step', 'total_steps')}
+                           for e in progress_entries],
+              'runs': rows, 'summary': summary}
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'results.json.tmp'), 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(os.path.join(out_dir, 'results.json.tmp'), os.path.join(out_dir, 'results.json'))
+    with open(os.path.join(out_dir, 'results.md'), 'w') as f:
+        f.write(markdown(study, summary, progress_entries, step, demonstration))
+    if rows:
+        plot_curves(summary, os.path.join(out_dir, 'curves.png'),
+                    f'{study.name}' + (' (demonstration)' if demonstration else ''))
+    copy_grids(runs, progress_entries, out_dir)
+    return result

@@ -1,0 +1,199 @@
+"""The run record: what a work directory's checkpoints were trained with, and how.
+
+Two files, written by process 0 and only once a start has succeeded (after
+the checkpoint restore), never by a start that fails:
+  config.json  the config in effect: written by the first start, rewritten
+               only by a start whose config change was accepted;
+  run.json     the history: every accepted config change (old -> new) with
+               the step it took effect at, and every segment of training
+               (from step, to step, when, where, with what code, libraries,
+               devices and command line).
+A later start compares its config with config.json (`config_changes`) and
+is refused unless the change is allowed explicitly (--allow_config_change).
+Settings that say where files are or how often to report, not what is
+trained (`NOT_TRAINING_KEYS`), and keys that a newer version of the code
+added to the config (or removed) are noted in the history without the flag:
+the documented remedies (e.g. --config.train.restore_fallback=True) and a
+code update must not need it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from lct_jax.workdir.lock import now_iso
+
+CONFIG_FILE = 'config.json'
+RUN_FILE = 'run.json'
+ABSENT = '<absent>'
+ALLOW_FLAG = '--allow_config_change'
+
+# Prefixes of keys that do not change what is trained (paths, cadence of logs, checkpoints and
+# samples, checkpoint retention, the sampling/evaluation settings used outside the train step).
+NOT_TRAINING_KEYS = (
+    'log_every', 'checkpoint_every', 'sample_every',
+    'train.keep_checkpoints', 'train.keep_period', 'train.prefetch', 'train.restore_fallback',
+    'data.latent_dir', 'data.image_dir', 'data.encode_batch_size', 'autoencoder.weights',
+    'sampling.', 'evaluation.',
+)
+
+
+class ConfigChangedError(ValueError):
+    """A resume asked for a config other than the recorded one; lists the changed keys."""
+
+
+# --- configs as flat tables (pure) -------------------------------------------
+
+def config_as_dict(config) -> dict:
+    """A ConfigDict as plain JSON data (tuples become lists), as config.json holds it."""
+    return json.loads(config.to_json_best_effort())
+
+
+def flatten(tree: dict, prefix: str = '') -> dict:
+    """{'model.model_channels': 32, ...}: nested dicts to dotted keys; other values are leaves."""
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(recorded: dict, current: dict) -> dict[str, tuple]:
+    """{dotted key: (recorded value, current value)} for every key that differs (ABSENT if missing)."""
+    old, new = flatten(recorded), flatten(current)
+    return {k: (old.get(k, ABSENT), new.get(k, ABSENT)) for k in sorted(set(old) | set(new))
+            if old.get(k, ABSENT) != new.get(k, ABSENT)}
+
+
+def is_training_key(key: str) -> bool:
+    return not any(key == p or (p.endswith('.') and key.startswith(p)) for p in NOT_TRAINING_KEYS)
+
+
+def needs_permission(key: str, old, new) -> bool:
+    """Does this change alter what is trained? A key new to the code's config (or gone from it)
+    does not count: new settings come with defaults that keep the old behaviour, and the
+    segment's git commit records the code."""
+    return is_training_key(key) and ABSENT not in (old, new)
+
+
+def format_changes(changes: dict[str, tuple]) -> str:
+    def show(v):
+        return v if v == ABSENT else json.dumps(v)
+    return '\n'.join(f'  {k}: {show(old)} -> {show(new)}' for k, (old, new) in changes.items())
+
+
+def apply_recorded(config, recorded: dict, overrides: dict) -> tuple[object, list[str]]:
+    """(a copy of `config` with every value the record holds, then `overrides` on top; the keys of
+    the record that `config` cannot take, e.g. from an older version of the code)."""
+    merged = config.copy_and_resolve_references()
+    current = flatten(config_as_dict(config))
+    skipped = []
+    for key, value in flatten(recorded).items():
+        if key in overrides:
+            continue
+        if key not in current:
+            skipped.append(key)
+            continue
+        *path, leaf = key.split('.')
+        node = merged
+        for part in path:
+            node = node[part]
+        if isinstance(node[leaf], tuple) and isinstance(value, list):
+            value = tuple(value)
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError):  # the field's type changed since the run was recorded
+            skipped.append(key)
+    for key, value in overrides.items():
+        *path, leaf = key.split('.')
+        node = merged
+        for part in path:
+            node = node[part]
+        node[leaf] = value
+    return merged, skipped
+
+
+# --- the files ---------------------------------------------------------------
+
+def _write_atomically(path: str, data) -> None:
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(data, f, indent=1)
+        f.write('\n')
+    os.replace(tmp, path)
+
+
+def read_json(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def recorded_config(workdir: str) -> dict | None:
+    return read_json(os.path.join(workdir, CONFIG_FILE))
+
+
+def latest_checkpoint_step(workdir: str) -> int | None:
+    d = os.path.join(workdir, 'checkpoints')
+    steps = [int(s) for s in os.listdir(d) if s.isdigit()] if os.path.isdir(d) else []
+    return max(steps) if steps else None
+
+
+class RunRecord:
+    """config.json + run.json of one work directory (process 0 calls these)."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, CONFIG_FILE)
+        self.run_path = os.path.join(workdir, RUN_FILE)
+
+    def check_start(self, current: dict, allow_change: bool) -> dict[str, tuple]:
+        """The changes from the recorded config that this start would make; raises
+        ConfigChangedError if any of them changes training and `allow_change` is not set.
+        Writes nothing."""
+        recorded = recorded_config(self.workdir)
+        changes = config_changes(recorded, current) if recorded is not None else {}
+        refused = {k: v for k, v in changes.items() if needs_permission(k, *v)}
+        if refused and not allow_change:
+            raise ConfigChangedError(
+                f'the config differs from the one this run was recorded with ({self.config_path}):\n'
+                f'{format_changes(refused)}\n'
+                f'Resume with the recorded config, or pass {ALLOW_FLAG} to continue with this one '
+                f'(the change is then recorded in {self.run_path} with the step it takes effect at).')
+        return changes
+
+    def begin_segment(self, current: dict, step: int, changes: dict[str, tuple], environment: dict) -> None:
+        """Record a start that has succeeded at `step` (the restored checkpoint, 0 if fresh)."""
+        run = read_json(self.run_path) or {'created': now_iso(), 'config_changes': [], 'segments': []}
+        segments = run['segments']
+        if segments and 'ended' not in segments[-1]:  # the last one never reached its end (SIGKILL, lost host)
+            segments[-1].update(to_step=step, ended=None,
+                                end=f'interrupted (no clean exit); resumed from checkpoint {step}')
+        if changes:
+            training = any(needs_permission(k, *v) for k, v in changes.items())
+            run['config_changes'].append({
+                'step': step, 'when': now_iso(),
+                'changes': {k: [old, new] for k, (old, new) in changes.items()},
+                'allowed_by': ALLOW_FLAG if training else 'no flag needed: no setting of training changed'})
+        segments.append({'from_step': step, 'started': now_iso(), **environment})
+        if changes or not os.path.exists(self.config_path):
+            _write_atomically(self.config_path, current)
+        _write_atomically(self.run_path, run)
+
+    def end_segment(self, to_step: int | None, end: str) -> None:
+        run = read_json(self.run_path)
+        if not run or not run['segments']:
+            return
+        run['segments'][-1].update(to_step=to_step, ended=now_iso(), end=end,
+                                   seconds=round(time.time() - _parse_iso(run['segments'][-1]['started']), 1))
+        _write_atomically(self.run_path, run)
+
+
+def _parse_iso(text: str) -> float:
+    import datetime
+    return datetime.datetime.fromisoformat(text).timestamp()

@@ -1,0 +1,236 @@
+"""The study tool (lct_jax/study): plan, progress, bootstrap and paired differences, report, launcher
+commands on fixed numbers; and (slow) a tiny real study that is killed, resumed and aggregated."""
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lct_jax.study import aggregate, launch, progress, report
+from lct_jax.study.spec import load_study, plan, study_from_dict
+from tests.runs import ROOT, env
+
+TINY = dict(name='tiny', config='configs/default.py:smoke', variants={'sLCT': '', 'iLCT': 'ilct'}, seeds=[0, 1],
+            baseline='iLCT',
+            overrides=['--config.total_steps=10', '--config.checkpoint_every=10', '--config.sample_every=10',
+                       '--config.log_every=5', '--config.sampling.num_grid=4'],
+            eval_overrides=['--config.sampling.num_samples=64'])
+
+
+# --- statistics on fixed numbers -------------------------------------------------------------
+
+def test_bootstrap_two_values_is_their_range():
+    # n = 2: the resampled mean is a, (a+b)/2, b with probabilities 1/4, 1/2, 1/4, so the 2.5% and
+    # 97.5% points are exactly a and b.
+    assert aggregate.bootstrap_interval([3.0, 7.0]) == (3.0, 7.0)
+
+
+def test_bootstrap_exact_enumeration_matches_a_brute_force_distribution():
+    v = np.array([1.0, 2.0, 4.0, 8.0])
+    means = sorted(np.mean([v[i], v[j], v[k], v[l]]) for i in range(4) for j in range(4)
+                   for k in range(4) for l in range(4))        # all 256 equally likely resamples
+    lo = means[int(np.ceil(0.025 * 256)) - 1]
+    hi = means[int(np.ceil(0.975 * 256)) - 1]
+    assert aggregate.bootstrap_interval(v) == (lo, hi) == (1.5, 6.5)  # 7th and 250th of 256
+
+
+def test_bootstrap_monte_carlo_equals_numpy_and_the_normal_closed_form():
+    v = np.random.default_rng(1).normal(10.0, 2.0, size=50)
+    lo, hi = aggregate.bootstrap_interval(v)
+    idx = np.random.default_rng(0).integers(0, 50, size=(aggregate.NUM_RESAMPLES, 50))
+    assert (lo, hi) == tuple(np.quantile(v[idx].mean(1), [0.025, 0.975], method='inverted_cdf'))
+    half = 1.959964 * v.std(ddof=0) / np.sqrt(50)   # the bootstrap distribution of a mean is ~ N(mean, s^2/n)
+    assert abs(lo - (v.mean() - half)) < 0.06 * half and abs(hi - (v.mean() + half)) < 0.06 * half
+
+
+def test_summary_pairs_seeds_with_the_baseline():
+    rows = [dict(variant=v, seed=s, sampler='1-step', step=10, fd=fd) for v, s, fd in
+            [('base', 0, 1.0), ('base', 1, 2.0), ('base', 2, 3.0),
+             ('new', 0, 1.5), ('new', 1, 2.1), ('new', 2, 3.9), ('half', 0, 5.0), ('half', 3, 9.0)]]
+    summary = {e['variant']: e for e in aggregate.summarise(rows, ['base', 'new', 'half'], 'base')}
+    new = summary['new']
+    assert new['n'] == 3 and new['mean'] == pytest.approx(2.5) and new['std'] == pytest.approx(np.std([1.5, 2.1, 3.9], ddof=1))
+    d = new['vs_baseline']
+    assert d['seeds'] == [0, 1, 2] and d['mean'] == pytest.approx(0.5) and d['std'] == pytest.approx(0.4)
+    assert d['ci95'] == pytest.approx(list(aggregate.bootstrap_interval([0.5, 0.1, 0.9])))
+    # n = 3: each of the 27 resamples has probability 1/27 > 2.5%, so the interval is [min, max] exactly
+    assert d['ci95'] == pytest.approx([0.1, 0.9])
+    assert summary['half']['vs_baseline']['seeds'] == [0] and summary['half']['vs_baseline']['mean'] == 4.0
+    assert 'vs_baseline' not in summary['base']
+
+
+# --- plan, progress, report, launch on fake work directories ---------------------------------
+
+def fake_run(workdir, total=10, ckpts=(10,), evaluated=(10,), lock=None):
+    os.makedirs(workdir, exist_ok=True)
+    json.dump({'total_steps': total}, open(os.path.join(workdir, 'config.json'), 'w'))
+    for s in ckpts:
+        os.makedirs(os.path.join(workdir, 'checkpoints', str(s)), exist_ok=True)
+    rows = [dict(checkpoint=f'step {s}:ema_0.99', sampler=smp, fid=float(s) + (smp == '2-step'), nfe=1)
+            for s in evaluated for smp in ('1-step', '2-step')]
+    json.dump(rows, open(os.path.join(workdir, 'results.json'), 'w'))
+    if lock is not None:
+        json.dump(lock, open(os.path.join(workdir, 'lock.json'), 'w'))
+
+
+def test_plan_and_progress_states(tmp_path):
+    study = study_from_dict(TINY, 'tiny.json')
+    runs = plan(study, str(tmp_path))
+    assert [r.key for r in runs] == ['sLCT/seed_0', 'sLCT/seed_1', 'iLCT/seed_0', 'iLCT/seed_1']
+    assert runs[2].config == 'configs/default.py:smoke,ilct' and runs[2].flags[-1] == '--config.seed=0'
+    assert runs[3].workdir == os.path.join(str(tmp_path), 'runs', 'iLCT', 'seed_1')
+    fake_run(runs[0].workdir)                                              # done
+    fake_run(runs[1].workdir, ckpts=(5,), evaluated=())                    # partial (killed at 5)
+    fake_run(runs[2].workdir, evaluated=())                                # trained, not evaluated
+    import socket
+    fake_run(runs[3].workdir, ckpts=(5,), evaluated=(), lock={'host': socket.gethostname(), 'pid': os.getpid(),
+                                                              'heartbeat': time.time()})
+    entries, view = progress.progress_table(runs, ())
+    assert [e['state'] for e in entries] == ['done', 'partial', 'trained', 'running']
+    assert entries[2]['to_evaluate'] == [10]
+    assert '1 done, 1 running, 1 trained, 1 partial' in view and 'lock.json' in view
+    # a lock left by a dead process is not a running job
+    json.dump({'host': socket.gethostname(), 'pid': 2 ** 22 + 12345, 'heartbeat': time.time()},
+              open(os.path.join(runs[3].workdir, 'lock.json'), 'w'))
+    assert progress.run_state(runs[3].workdir)['state'] == 'partial'
+    assert progress.run_state(str(tmp_path / 'nothing'))['state'] == 'missing'
+
+
+def test_report_uses_finished_runs_and_names_the_rest(tmp_path):
+    study = study_from_dict(TINY, 'tiny.json')
+    runs = plan(study, str(tmp_path / 'w'))
+    for r in runs[:3]:
+        fake_run(r.workdir)
+    entries, _ = progress.progress_table(runs, ())
+    result = report.write_report(study, runs, entries, str(tmp_path / 'out'))
+    assert len(result['runs']) == 6 and set(result['runs'][0]) >= {'variant', 'seed', 'sampler', 'step', 'fd'}
+    md = open(tmp_path / 'out' / 'results.md').read()
+    assert 'iLCT/seed 1 (missing)' in md and '| sLCT | 1-step | 2 | 10.000 ± 0.000 |' in md
+    assert os.path.getsize(tmp_path / 'out' / 'curves.png') > 1000
+    assert json.load(open(tmp_path / 'out' / 'results.json'))['final_step'] == 10
+
+
+def test_launch_commands(tmp_path):
+    path = tmp_path / 'tiny.json'
+    path.write_text(json.dumps(dict(TINY, prepare=[['python', '-m', 'lct_jax.main', '--workdir={study_dir}/ae']])))
+    study = load_study(str(path))
+    local = launch.commands(study, '/w', 'local')
+    assert shlex.split(local[0]) == ['python', '-m', 'lct_jax.study', 'prepare', str(path), '--workroot=/w']
+    assert shlex.split(local[1])[3:] == ['run-one', str(path), '--workroot=/w', '--variant=sLCT', '--seed=0']
+    assert len(local) == 5
+    slurm = '\n'.join(launch.commands(study, '/w', 'slurm', source='/src'))
+    assert '#SBATCH --array=0-3' in slurm and '--index="$SLURM_ARRAY_TASK_ID"' in slurm and 'cd /src' in slurm
+    tpu = launch.commands(study, '/w', 'tpu', zone='us-central2-b')
+    first = shlex.split(tpu[1].rstrip(' &'))
+    assert first[:3] == ['python', 'launch/tpu_pod.py', '--name=study-tiny-slct-s0']
+    assert '--workdir=/w/runs/sLCT/seed_0' in first and first[-1] == '--config.seed=0'
+    assert tpu[-1].startswith('python -m lct_jax.study run ')
+    # the CLI prints the same
+    out = subprocess.run([sys.executable, '-m', 'lct_jax.study', 'launch', str(path), '--workroot=/w', '--target=slurm'],
+                         cwd=ROOT, env=env(), capture_output=True, text=True, check=True).stdout
+    assert '#SBATCH --array=0-3' in out
+
+
+def test_runner_skips_done_work_leaves_locked_runs_and_runs_k_at_a_time(tmp_path, monkeypatch):
+    """The scheduling logic with `lct_jax.main` replaced by a fake that writes what a run writes."""
+    import socket
+    import threading
+    from lct_jax.study import runner
+    study = study_from_dict(dict(TINY, prepare=[['python', '-c', 'pass']]), 'tiny.json')
+    runs = plan(study, str(tmp_path))
+    fake_run(runs[0].workdir)                                              # done before we start
+    fake_run(runs[1].workdir, ckpts=(), evaluated=(),                      # held by a live job
+             lock={'host': socket.gethostname(), 'pid': os.getpid(), 'heartbeat': time.time()})
+    calls, active, peak, guard = [], [0], [0], threading.Lock()
+
+    def fake_call(cmd, log_path):
+        with guard:
+            calls.append(cmd)
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.3)
+        wd = next((a.split('=', 1)[1] for a in cmd if a.startswith('--workdir=')), None)
+        if '--mode=evaluate' in cmd:
+            rows = json.load(open(os.path.join(wd, 'results.json')))
+            rows += [dict(checkpoint='step 10:ema_0.99', sampler=smp, fid=1.0, nfe=1) for smp in ('1-step', '2-step')]
+            json.dump(rows, open(os.path.join(wd, 'results.json'), 'w'))
+        elif wd is not None:
+            fake_run(wd, evaluated=())                                     # trained to step 10
+        with guard:
+            active[0] -= 1
+        return 0
+
+    monkeypatch.setattr(runner, '_call', fake_call)
+    outcome = runner.run_study(study, str(tmp_path), parallel=2)
+    assert outcome == {'sLCT/seed_0': 'done', 'sLCT/seed_1': 'running', 'iLCT/seed_0': 'done', 'iLCT/seed_1': 'done'}
+    touched = [next((a for a in c if a.startswith('--workdir=')), 'prepare') for c in calls]
+    assert touched.count('prepare') == 1 and f'--workdir={runs[0].workdir}' not in touched
+    assert f'--workdir={runs[1].workdir}' not in touched and peak[0] == 2   # two at a time
+    assert len(calls) == 1 + 2 * 2                                         # prepare + (train, evaluate) x 2
+    calls.clear()
+    assert runner.run_study(study, str(tmp_path), parallel=2)['iLCT/seed_1'] == 'done' and calls == []
+    # a chosen checkpoint that was not kept is an error naming the fix
+    lost = study_from_dict(dict(TINY, eval_steps=[5, 10]), 'tiny.json')
+    with pytest.raises(runner.RunFailed, match='keep_period'):
+        runner.run_one(plan(lost, str(tmp_path))[2], lost.eval_steps)
+
+
+# --- a tiny real study: killed, resumed, aggregated -----------------------------------------
+
+def study_cli(*args):
+    return [sys.executable, '-m', 'lct_jax.study', *args]
+
+
+def segments(workdir):
+    return json.load(open(os.path.join(workdir, 'run.json')))['segments']
+
+
+@pytest.mark.slow
+def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    work, out = tmp_path / 'w', tmp_path / 'out'
+    runs = plan(load_study(str(spec)), str(work))
+    log = open(tmp_path / 'first.log', 'w')
+    first = subprocess.Popen(study_cli('run', str(spec), f'--workroot={work}', f'--out={out}'), cwd=ROOT, env=env(),
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.time()
+    while progress.run_state(runs[0].workdir)['state'] != 'done':   # the first run finished and evaluated
+        assert first.poll() is None, open(tmp_path / 'first.log').read()[-3000:]
+        assert time.time() - t0 < 900
+        time.sleep(0.5)
+    time.sleep(3)  # into the second run
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    done_rows = progress.evaluation_rows(runs[0].workdir)
+    assert len(done_rows) == 2 and len(segments(runs[0].workdir)) == 1
+    # the progress view and a report on what has finished so far, naming the rest
+    status = subprocess.run(study_cli('status', str(spec), f'--workroot={work}'), cwd=ROOT, env=env(),
+                            capture_output=True, text=True, check=True).stdout
+    assert status.startswith('4 runs: 1 done') and 'running' not in status.splitlines()[0], status
+    subprocess.run(study_cli('report', str(spec), f'--workroot={work}', f'--out={tmp_path / "partial"}'), cwd=ROOT,
+                   env=env(), capture_output=True, text=True, check=True)
+    partial = json.load(open(tmp_path / 'partial' / 'results.json'))
+    assert {(r['variant'], r['seed']) for r in partial['runs']} == {('sLCT', 0)}
+    assert 'iLCT/seed 1 (missing)' in (tmp_path / 'partial' / 'results.md').read_text()
+    second = subprocess.run(study_cli('run', str(spec), f'--workroot={work}', f'--out={out}'), cwd=ROOT, env=env(),
+                            capture_output=True, text=True, timeout=1800)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # the finished run was neither retrained nor re-evaluated
+    assert 'sLCT/seed_0: training' not in second.stdout and 'sLCT/seed_0: evaluating' not in second.stdout
+    assert len(segments(runs[0].workdir)) == 1 and progress.evaluation_rows(runs[0].workdir) == done_rows
+    assert all(progress.run_state(r.workdir)['state'] == 'done' for r in runs)
+    result = json.load(open(out / 'results.json'))
+    assert len(result['runs']) == 8 and {(r['variant'], r['seed']) for r in result['runs']} == \
+        {(v, s) for v in ('sLCT', 'iLCT') for s in (0, 1)}
+    slct = next(e for e in result['summary'] if e['variant'] == 'sLCT' and e['sampler'] == '1-step')
+    fds = sorted(r['fd'] for r in result['runs'] if r['variant'] == 'sLCT' and r['sampler'] == '1-step')
+    assert slct['n'] == 2 and slct['ci95'] == pytest.approx(fds) and slct['vs_baseline']['seeds'] == [0, 1]
+    assert (out / 'curves.png').exists() and '95% interval' in (out / 'results.md').read_text()
+    assert sorted(os.listdir(out / 'grids')) == [f'{v}_seed0_{k}.png' for v in ('iLCT', 'sLCT') for k in ('1step', '2step')]
+    print(second.stdout[-1500:])
