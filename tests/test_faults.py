@@ -7,12 +7,14 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from lct_jax.train import checkpoints, loop
+from lct_jax.train.metric_writer import MetricsWriteError
 from tests import runs
 from tests.test_train import smoke_config
 
@@ -71,13 +73,54 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(small_disk, tmp_pat
     wd = os.path.join(small_disk, 'run')
     latents = str(tmp_path / 'latents')
     cfg = smoke_config(total_steps=40, **{'data.latent_dir': latents, 'sample_every': 1000})
-    with pytest.raises(checkpoints.CheckpointError, match=r'(?s)failed.*(No space left|ENOSPC|Errno 28)'):
+    # The full disk surfaces either in the next checkpoint save or in the metric files (both live in
+    # the work directory); which one first is a race, the error is clear either way.
+    with pytest.raises((checkpoints.CheckpointError, MetricsWriteError),
+                       match=r'(?s)failed.*(No space left|ENOSPC|Errno 28)'):
         loop.train(cfg, wd, show_progress=False)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(('lct-input', 'lct-pairing'))]
     mngr = checkpoints.make_manager(wd)
     assert mngr.latest_step() == 10
     restored = checkpoints.load_numpy(os.path.join(wd, 'checkpoints', '10'))
     assert int(restored['step']) == 10
     assert all(np.isfinite(x).all() for x in runs.flat(restored['params']))
+
+
+def test_a_metric_row_that_cannot_be_written_is_an_error_naming_the_file(tmp_path):
+    from lct_jax.train.metric_writer import MetricWriter
+    writer = MetricWriter(str(tmp_path), enabled=True)
+    writer._jsonl.close()
+    writer._jsonl = open('/dev/full', 'a')  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(MetricsWriteError, match=r'/dev/full failed \(OSError: \[Errno 28\] No space left'):
+        writer.scalars(10, {'loss': 1.0})
+    with pytest.raises(MetricsWriteError, match='/dev/full'):  # the row is still buffered; TB closes first
+        writer.close()
+
+
+def test_every_closer_runs_and_none_hides_the_error_that_ended_the_loop(capsys):
+    ran = []
+
+    def closer(name, error=None):
+        def close():
+            ran.append(name)
+            if error:
+                raise error
+        return name, close
+
+    closers = [closer('a'), closer('b', OSError('disk full')), closer('c', ValueError('late')), closer('d')]
+    # nothing in flight: all four run, then the first closer's error is raised, the later one printed
+    with pytest.raises(OSError, match='disk full'):
+        loop.close_all(closers, None)
+    assert ran == ['a', 'b', 'c', 'd'] and 'c failed also: ValueError: late' in capsys.readouterr().out
+    # an error in flight: all run, nothing raised here (the caller re-raises its own), both printed
+    ran.clear()
+    loop.close_all(closers, checkpoints.CheckpointError('save failed'))
+    out = capsys.readouterr().out
+    assert ran == ['a', 'b', 'c', 'd']
+    assert 'b failed after CheckpointError: OSError: disk full' in out and 'c failed after' in out
+    ran.clear()
+    loop.close_all(closers[:1] + closers[3:], None)
+    assert ran == ['a', 'd']
 
 
 LONG = ['--config.total_steps=40', '--config.checkpoint_every=10', '--config.sample_every=1000',

@@ -170,6 +170,22 @@ class SampleGrids:
         return paths
 
 
+def close_all(closers, failure: BaseException | None) -> None:
+    """Run every (what, close) in order. With no `failure` in flight the first closer's error is
+    raised once all have run; with one, closer errors are printed and `failure` goes on."""
+    errors = []
+    for what, close in closers:
+        try:
+            close()
+        except Exception as e:  # noqa: BLE001 - reported or raised below, after every closer ran
+            errors.append((what, e))
+    for what, e in errors[0 if failure is not None else 1:]:
+        cause = f'after {type(failure).__name__}' if failure is not None else 'also'
+        print(f'warning: {what} failed {cause}: {type(e).__name__}: {e}', flush=True)
+    if failure is None and errors:
+        raise errors[0][1]
+
+
 def train(config, workdir: str, show_progress: bool = True, on_start=None) -> dict:
     """Train until config.total_steps (resuming if possible); returns the last metrics.
 
@@ -247,14 +263,18 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                 if jax.process_index() == 0:
                     print(f'stopped by signal at step {step}; checkpoint saved', flush=True)
                 break
+    except BaseException as e:
+        failure = e
+        raise
+    else:
+        failure = None
     finally:
-        try:
-            checkpoints.wait(manager)
-        finally:
-            progress.close()
-            writer.close()
-            pipeline.close()
-            stop.uninstall()
+        # Every closer runs whatever the others do (the input threads must stop even if the disk
+        # is full), and a failing closer never hides the error that ended the loop.
+        close_all([('finishing checkpoint saves', lambda: checkpoints.wait(manager)),
+                   ('closing the progress line', progress.close), ('closing the metric files', writer.close),
+                   ('stopping the input pipeline', pipeline.close), ('restoring signal handlers', stop.uninstall)],
+                  failure)
     last_metrics['trace_count'] = step_fn.trace_count()
     last_metrics['final_step'] = step
     return last_metrics

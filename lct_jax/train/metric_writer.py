@@ -6,6 +6,9 @@ by an earlier, interrupted run out of metrics.jsonl into
 metrics.dropped.jsonl, and tells TensorBoard to purge its events after S
 (tensorboardX's `purge_step`, honoured by TensorBoard's reader). The steps
 after S are then logged once, by this run.
+
+A write that fails (a full disk, say) is a MetricsWriteError naming the file;
+checkpoints are written elsewhere and are not affected by it.
 """
 from __future__ import annotations
 
@@ -17,6 +20,14 @@ import numpy as np
 
 METRICS = 'metrics.jsonl'
 DROPPED = 'metrics.dropped.jsonl'
+
+
+class MetricsWriteError(RuntimeError):
+    pass
+
+
+def _write_failed(what: str, e: OSError) -> MetricsWriteError:
+    return MetricsWriteError(f'writing {what} failed ({type(e).__name__}: {e}); the checkpoints are not affected')
 
 
 def split_history(lines: list[str], last_kept_step: int) -> tuple[list[str], list[str]]:
@@ -79,10 +90,13 @@ class MetricWriter:
         clean = {k: float(np.asarray(v)) for k, v in metrics.items()}
         for k, v in clean.items():
             self._tb.add_scalar(k, v, step)
-        self._jsonl.write(json.dumps({'step': int(step), **clean}) + '\n')
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps({'step': int(step), **clean}) + '\n')
+            self._jsonl.flush()
+        except OSError as e:
+            raise _write_failed(self._jsonl.name, e) from e
         # Otherwise tensorboardX writes to disk every 120 s: a killed run's events would lag its rows.
-        self._tb.flush()
+        self.flush()
 
     def image(self, step: int, tag: str, image_hwc: np.ndarray) -> None:
         if self.enabled:
@@ -90,9 +104,21 @@ class MetricWriter:
 
     def flush(self) -> None:
         if self.enabled:
-            self._tb.flush()
+            try:
+                self._tb.flush()
+            except OSError as e:
+                raise _write_failed(f'TensorBoard events in {self._tb.logdir}', e) from e
 
     def close(self) -> None:
-        if self.enabled:
-            self._tb.close()
-            self._jsonl.close()
+        """Close both files (both are tried); the first failure is raised after."""
+        if not self.enabled:
+            return
+        failures = []
+        for what, close in ((f'TensorBoard events in {self._tb.logdir}', self._tb.close),
+                            (self._jsonl.name, self._jsonl.close)):
+            try:
+                close()
+            except OSError as e:
+                failures.append(_write_failed(what, e))
+        if failures:
+            raise failures[0]
