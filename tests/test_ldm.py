@@ -299,6 +299,8 @@ def _ldm_smoke_config(**overrides):
     return c
 
 
+# slow (~50 s): the whole main job; the loss, samplers and one-program checks above stay in the default run
+@pytest.mark.slow
 def test_main_trains_samples_and_evaluates_the_ldm_baseline(tmp_path):
     """python -m lct_jax.main --config configs/default.py:ldm,smoke trains (grids with Euler 250); then
     --mode=evaluate (here its function, in-process) with Euler (250 steps = 250 NFE) and --mode=sample

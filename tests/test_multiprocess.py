@@ -36,6 +36,8 @@ def test_sigkill_then_resume_is_bit_identical(uninterrupted, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+# slow (~65 s); SIGTERM at arbitrary steps is also in the fault suite (`-m faults`)
+@pytest.mark.slow
 def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
     wd = str(tmp_path / 'term')
     log = str(tmp_path / 'log.txt')
