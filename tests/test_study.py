@@ -148,7 +148,7 @@ def test_runner_skips_done_work_leaves_locked_runs_and_runs_k_at_a_time(tmp_path
              lock={'host': socket.gethostname(), 'pid': os.getpid(), 'heartbeat': time.time()})
     calls, active, peak, guard = [], [0], [0], threading.Lock()
 
-    def fake_call(cmd, log_path):
+    def fake_call(cmd, log_path, cpus=None):
         with guard:
             calls.append(cmd)
             active[0] += 1
@@ -178,6 +178,40 @@ def test_runner_skips_done_work_leaves_locked_runs_and_runs_k_at_a_time(tmp_path
     lost = study_from_dict(dict(TINY, eval_steps=[5, 10]), 'tiny.json')
     with pytest.raises(runner.RunFailed, match='keep_period'):
         runner.run_one(plan(lost, str(tmp_path))[2], lost.eval_steps)
+
+
+def test_parallel_runs_are_pinned_to_disjoint_cpu_slices(tmp_path, monkeypatch):
+    import threading
+    from lct_jax.study import runner
+    assert runner.cpu_slices(2, 1, cpus={0, 1}) == [frozenset({0}), frozenset({1})]
+    assert runner.cpu_slices(2, 2, cpus={0, 1, 2, 3, 5}) == [frozenset({0, 1}), frozenset({2, 3})]
+    with pytest.raises(ValueError, match='need 4 CPUs; this process may use 2'):
+        runner.cpu_slices(2, 2, cpus={0, 1})
+    # a real subprocess started by _call runs on its slice, with BLAS pools sized to it
+    cpu = min(os.sched_getaffinity(0))
+    log = tmp_path / 'log.txt'
+    probe = 'import os; print(sorted(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"])'
+    assert runner._call([sys.executable, '-c', probe], str(log), frozenset({cpu})) == 0
+    assert f'[{cpu}] 1' in log.read_text() and f'# on CPUs [{cpu}]' in log.read_text()
+    # run_study hands each concurrent run its own slice and never two runs the same one
+    study = study_from_dict(TINY, 'tiny.json')
+    held, seen, guard = set(), [], threading.Lock()
+
+    def fake_run_one(run, eval_steps=(), cpus=None):
+        with guard:
+            assert cpus not in held
+            held.add(cpus)
+            seen.append(cpus)
+        time.sleep(0.2)
+        with guard:
+            held.discard(cpus)
+        return 'done'
+
+    monkeypatch.setattr(runner, 'run_one', fake_run_one)
+    monkeypatch.setattr(runner, 'cpu_slices', lambda parallel, per_run: [frozenset({0}), frozenset({1})])
+    outcome = runner.run_study(study, str(tmp_path / 'w'), parallel=2, cpus_per_run=1)
+    assert set(outcome.values()) == {'done'} and len(outcome) == 4
+    assert sorted(seen, key=sorted) == [frozenset({0})] * 2 + [frozenset({1})] * 2
 
 
 # --- a tiny real study: killed, resumed, aggregated -----------------------------------------

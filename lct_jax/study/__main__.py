@@ -1,6 +1,7 @@
 """python -m lct_jax.study <action> <study file> [--workroot DIR] [...]
 
-  run        prepare, then train + evaluate every run not done (--parallel K at a time), then report
+  run        prepare, then train + evaluate every run not done (--parallel K at a time, each on its
+             own --cpus-per-run CPUs if given), then report
   run-one    one run: --variant V --seed S, or --index i (the i-th of the plan; SLURM arrays)
   prepare    the study's one-off commands only
   status     done / running / trained / partial / missing per run
@@ -27,6 +28,9 @@ def parse(argv):
     p.add_argument('--workroot', default='', help='where the runs live (default workdir/study/<name>)')
     p.add_argument('--out', default='', help='report folder (default: the study file\'s folder)')
     p.add_argument('--parallel', type=int, default=1, help='run: this many runs at a time')
+    p.add_argument('--cpus-per-run', type=int, default=0,
+                   help='run: pin each of the --parallel runs to its own this many CPUs (CPU-only machines; '
+                        '0 = no pinning). benchmarks/study_throughput.md measures what it buys')
     p.add_argument('--variants', nargs='*', default=None, help='run: only these variants')
     p.add_argument('--seeds', nargs='*', type=int, default=None, help='run: only these seeds')
     p.add_argument('--variant', default=None)
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
         return 0
     if a.action == 'run':
         try:
-            outcome = runner.run_study(study, study_dir, a.parallel, a.variants, a.seeds)
+            outcome = runner.run_study(study, study_dir, a.parallel, a.variants, a.seeds, a.cpus_per_run)
         except runner.RunFailed as e:
             print(f'error: {e}', file=sys.stderr)
             return 1
