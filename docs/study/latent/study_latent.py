@@ -24,8 +24,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 sys.dont_write_bytecode = True  # no __pycache__ in docs/
 from study_pixel import SEEDS, STEPS, VARIANTS  # noqa: E402  the same variants and seeds
 
-# the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, KL weight 1e-6)
-AUTOENCODER = ''
+# the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, 400 steps at KL weight
+# 1e-6): ae_long, 2,400 steps, whose normalised latents have the heaviest tails measured (docs/study/README.md)
+AUTOENCODER = 'ae_long'
 CONFIG = 'configs/digits_latent.py' + (f':{AUTOENCODER}' if AUTOENCODER else '')
 SHARED = ['--config.autoencoder.weights={study_dir}/autoencoder/vae', '--config.data.latent_dir={study_dir}/latents']
 MAIN = ['python', '-m', 'lct_jax.main', f'--config={CONFIG}', '--workdir={study_dir}/autoencoder']
