@@ -1,5 +1,4 @@
 """The LDM-8† baseline (spec §16.5): its loss, objective, EDM ODE samplers, configs and CLI."""
-import functools
 import glob
 import json
 import os
@@ -14,21 +13,14 @@ from lct_jax.diffusion_objective import DiffusionObjective, ldm_loss
 from lct_jax.models.unet import UNet
 from lct_jax.objective import Objective, consistency_fn
 from tests import jaxprs, runs
+from tests.random_params import perturbed_params
 
 MODEL = UNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=32, channel_mult=(1, 2),
              num_blocks=1, attn_resolutions=(4,), block_norm='group-norm', out_norm='group-norm')
 
 
-@functools.lru_cache(maxsize=None)
 def _params(seed=0):
-    @jax.jit
-    def make():
-        params = MODEL.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))['params']
-        leaves, tree = jax.tree_util.tree_flatten(params)
-        keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-        return jax.tree_util.tree_unflatten(tree, [p + 0.05 * jax.random.normal(k, p.shape)
-                                                   for p, k in zip(leaves, keys)])
-    return make()
+    return perturbed_params(MODEL, (1, 8, 8, 1), seed)
 
 
 # ----------------------------------------------------------------------------- the loss
