@@ -117,6 +117,8 @@ def get_config():
         vgg16_input='torchvision',     # the input normalisation those weights expect: torchvision | caffe (README)
         vgg16_fc2_relu=True,           # features after fc2's ReLU (torchvision's classifier[4]; Keras' 'fc2')
         pr_max_real=200_000,           # real images for precision/recall (pr50k3_full's max_real)
+        reference_cache=True,          # keep the decoded training latents' features on disk, keyed by
+                                       # latents, decoder and feature network (evaluation/reference_cache.py)
         paper_fid_1step=7.27, paper_fid_2step=6.93, paper_recall_1step=0.50, paper_recall_2step=0.52,
         dataset='celebahq256',         # Table 1's sub-table (celebahq256 | lsun_church256 | ffhq256 | digits)
         method='sLCT',                 # Table 1's row: sLCT | iLCT | LDM-8† (ablations: 'sLCT:<name>')

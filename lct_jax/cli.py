@@ -200,6 +200,31 @@ def reference_feature_sets(config, workdir, features: dict, limits: dict | None 
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+def reference_features(config, workdir, features: dict, limits: dict) -> dict:
+    """`reference_feature_sets`, kept on disk when the reference is the decoded training latents
+    (evaluation/reference_cache.py: a study evaluates ~100 checkpoints against the same set)."""
+    from lct_jax.evaluation import reference_cache
+    ev = config.evaluation
+
+    def compute():
+        return reference_feature_sets(config, workdir, features, limits)
+
+    if not ev.reference_cache or ev.reference_dir or ev.reference_tfds:
+        return compute()
+    codec = make_codec(config.autoencoder, config.model.in_channels)
+    parts = {'latents': reference_cache.latent_dir_fingerprint(latent_dir_of(config, workdir)),
+             'decoder': {'name': codec.name, 'weights_sha256': codec.weights_sha256,
+                         'autoencoder': config.autoencoder.to_dict()},
+             'features': {name: getattr(fn, 'fingerprint', None) for name, fn in features.items()},
+             'limits': {name: limits.get(name) for name in features}}
+    if any(fp is None for fp in parts['features'].values()):  # a feature function we cannot name
+        return compute()
+    real, how = reference_cache.cached_features(parts, compute)
+    if jax.process_index() == 0:
+        print(f'reference features: {how} ({", ".join(f"{k} {v.shape}" for k, v in real.items())})', flush=True)
+    return real
+
+
 def paper_numbers(config, spec) -> tuple[float | None, float | None]:
     """The paper's (FID, recall) for a row: the config's 1-/2-step fields for the consistency
     samplers (they also carry the ablations' logged FIDs), Table 1 by (dataset, method, NFE) for ODE."""
@@ -231,7 +256,7 @@ def evaluate(config, workdir, checkpoint=''):
     limits = {'fid': None, 'pr': ev.pr_max_real or None}
     if has_real and not (same and 'fid' in wanted):
         wanted['pr'] = pr_features
-    real = reference_feature_sets(config, workdir, wanted, limits) if wanted else {}
+    real = reference_features(config, workdir, wanted, limits) if wanted else {}
     mu_r, sigma_r = fid.load_stats(ev.reference_stats) if ev.reference_stats else fid.statistics(real['fid'])
     if has_real and 'pr' not in real:
         real['pr'] = real['fid'][:limits['pr']]

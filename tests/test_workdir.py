@@ -199,6 +199,27 @@ def test_a_training_change_needs_the_flag_and_is_recorded_with_its_step(tmp_path
     assert rec.check_start(newer, allow_change=False) == {'dit.depth': (record.ABSENT, 12)}
 
 
+def test_checkpoints_without_a_record_are_not_resumed_without_the_flag(tmp_path):
+    """A directory with checkpoints and no config.json (a record deleted, or a run from before the
+    record existed): nothing to compare with, so resuming needs the flag, which adopts the config."""
+    rec = record.RunRecord(str(tmp_path))
+    config = {'model': {'model_channels': 32}}
+    assert rec.check_start(config, allow_change=False) == {}  # fresh: no checkpoints, nothing to ask
+    os.makedirs(tmp_path / 'checkpoints' / '20')
+    os.makedirs(tmp_path / 'checkpoints' / '10')
+    with pytest.raises(record.ConfigChangedError, match=r'latest: step 20.*config\.json is missing') as e:
+        rec.check_start(config, allow_change=False)
+    assert '--allow_config_change' in str(e.value)
+    assert sorted(os.listdir(tmp_path)) == ['checkpoints']  # the refusal wrote nothing
+    assert rec.check_start(config, allow_change=True) == {}
+    rec.begin_segment(config, 20, {}, {'host': 'h'})
+    run = json.load(open(tmp_path / 'run.json'))
+    assert [(c['step'], c['changes']) for c in run['config_changes']] == [(20, {})]
+    assert 'adopted' in run['config_changes'][0]['allowed_by']
+    assert json.load(open(tmp_path / 'config.json')) == config
+    assert rec.check_start(config, allow_change=False) == {}  # from now on an ordinary recorded run
+
+
 def test_read_only_modes_start_from_the_recorded_config():
     from configs import default
     config = default.get_config('smoke')

@@ -7,14 +7,21 @@
               (`evaluation/vgg16_features.py` says what is and is not verified).
 'digits_mlp'  for the embedded digits default, where no Inception weights exist
               offline: the 64-d hidden layer of an MLP classifier trained
-              (deterministically, in about a second) on the real digits. Like
-              FID's Inception, it is a network trained to tell the data's
-              classes apart, so its Fréchet distance grows when samples stop
-              looking like digits or when classes are missing.
+              deterministically on the real digits (about a second at 8x8, 15-30 s at
+              the latent study's 32x32, so its weights are cached on disk, keyed by the
+              resolution and the sklearn / numpy versions). Like FID's Inception, it is
+              a network trained to tell the data's classes apart, so its Fréchet
+              distance grows when samples stop looking like digits or when classes
+              are missing.
+
+Every feature function carries `.fingerprint`, a JSON-able description of the
+network and its weights (lct_jax/evaluation/reference_cache.py keys on it).
 """
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +47,43 @@ def inception_features(weights_path: str, batch_size: int = 100):
             out.append(np.asarray(apply(variables, jnp.asarray(x)), np.float64))
         return np.concatenate(out)
 
+    features.fingerprint = {'kind': 'inception', **file_fingerprint(weights_path)}
     return features
 
 
+def file_fingerprint(path: str) -> dict:
+    """A weights file by path, size and modification time (hashing hundreds of MB per evaluation
+    would cost more than the cache it keys saves)."""
+    st = os.stat(path)
+    return {'weights': os.path.abspath(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
+
+
 @functools.lru_cache(maxsize=None)
-def _digits_mlp(resolution: int):
+def _digits_mlp(resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """(w, b) of the MLP's hidden layer: from the on-disk cache, else trained and cached."""
+    import sklearn
+    from lct_jax.evaluation.reference_cache import cache_root
+    path = os.path.join(cache_root(), 'digits_mlp',
+                        f'r{resolution}-sklearn{sklearn.__version__}-numpy{np.__version__}.npz')
+    if os.path.exists(path):
+        try:
+            with np.load(path) as z:
+                return z['w'], z['b']
+        except (OSError, ValueError, EOFError, KeyError):
+            pass  # unreadable: train again and rewrite
+    clf = _train_digits_mlp(resolution)
+    w, b = clf.coefs_[0], clf.intercepts_[0]
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f'{path}.{os.getpid()}.tmp.npz'
+        np.savez(tmp, w=w, b=b)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the training time
+    return w, b
+
+
+def _train_digits_mlp(resolution: int):
     from PIL import Image
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
@@ -58,19 +97,19 @@ def _digits_mlp(resolution: int):
     # (measured here: 6 s with one thread, 30 s with two; weights equal to 2.5e-11).
     from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1, user_api='blas'):
-        clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, random_state=0).fit(x, d.target)
-    return clf
+        return MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, random_state=0).fit(x, d.target)
 
 
 def digits_mlp_features(resolution: int = 8):
     """images uint8 (N, r, r, 1) -> (N, 64) hidden ReLU activations of the digits MLP."""
-    clf = _digits_mlp(resolution)
-    w, b = clf.coefs_[0], clf.intercepts_[0]
+    w, b = _digits_mlp(resolution)
 
     def features(images: np.ndarray) -> np.ndarray:
         x = images.reshape(len(images), -1).astype(np.float64) / 255.0
         return np.maximum(x @ w + b, 0.0)
 
+    features.fingerprint = {'kind': 'digits_mlp', 'resolution': resolution,
+                            'weights_sha256': hashlib.sha256(w.tobytes() + b.tobytes()).hexdigest()}
     return features
 
 
@@ -87,7 +126,11 @@ def make_features(config, kind: str | None = None):
         from lct_jax.evaluation.vgg16_features import vgg16_features
         from lct_jax.weights import vgg16_weights_file  # a local file, or torchvision's URL via the cache
         ev = config.evaluation
-        return vgg16_features(vgg16_weights_file(ev.vgg16_weights), ev.vgg16_input, ev.vgg16_fc2_relu)
+        path = vgg16_weights_file(ev.vgg16_weights)
+        features = vgg16_features(path, ev.vgg16_input, ev.vgg16_fc2_relu)
+        features.fingerprint = {'kind': 'vgg16', 'input': ev.vgg16_input, 'fc2_relu': ev.vgg16_fc2_relu,
+                                **file_fingerprint(path)}
+        return features
     if kind == 'digits_mlp':
         return digits_mlp_features(config.data.resolution)
     raise ValueError(f'{field} {kind!r}; valid: {FEATURES}')

@@ -157,6 +157,8 @@ class RunRecord:
         ConfigChangedError if any of them changes training and `allow_change` is not set.
         Writes nothing."""
         recorded = recorded_config(self.workdir)
+        if recorded is None:
+            self._check_unrecorded_checkpoints(allow_change)
         changes = config_changes(recorded, current) if recorded is not None else {}
         refused = {k: v for k, v in changes.items() if needs_permission(k, *v)}
         if refused and not allow_change:
@@ -167,9 +169,25 @@ class RunRecord:
                 f'(the change is then recorded in {self.run_path} with the step it takes effect at).')
         return changes
 
+    def _check_unrecorded_checkpoints(self, allow_change: bool) -> None:
+        """Checkpoints with no config.json beside them (a run from before the record existed, or a
+        directory whose record was deleted): nothing says what they were trained with, so resuming
+        them with whatever config is given is refused unless the user takes that config as the record."""
+        step = latest_checkpoint_step(self.workdir)
+        if step is not None and not allow_change:
+            raise ConfigChangedError(
+                f'{self.workdir} holds checkpoints (latest: step {step}) but no record of the config they '
+                f'were trained with ({self.config_path} is missing), so this config cannot be compared with '
+                f'theirs. Start in an empty work directory, or pass {ALLOW_FLAG} to resume them with this '
+                f'config (it becomes the record, and {self.run_path} notes that it was adopted at step {step}).')
+
     def begin_segment(self, current: dict, step: int, changes: dict[str, tuple], environment: dict) -> None:
         """Record a start that has succeeded at `step` (the restored checkpoint, 0 if fresh)."""
         run = read_json(self.run_path) or {'created': now_iso(), 'config_changes': [], 'segments': []}
+        if step > 0 and not os.path.exists(self.config_path):  # resumed unrecorded checkpoints (allowed)
+            run['config_changes'].append({
+                'step': step, 'when': now_iso(), 'changes': {},
+                'allowed_by': f'{ALLOW_FLAG}: checkpoints without a record; this config adopted as the record'})
         segments = run['segments']
         if segments and 'ended' not in segments[-1]:  # the last one never reached its end (SIGKILL, lost host)
             segments[-1].update(to_step=step, ended=None,

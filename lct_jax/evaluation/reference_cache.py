@@ -1,0 +1,89 @@
+"""Features of the real reference images, computed once and kept on disk.
+
+Why: a study evaluates every run at several checkpoints against one and the
+same reference set. When that set is the decoded training latents (the
+default when no reference_dir / reference_tfds / reference_stats is given),
+each evaluation decoded every latent again and ran the feature network over
+it: on the digits latent study about a third of an evaluation's time, spent
+105 times on identical inputs.
+
+What is cached: {name: features} as `cli.reference_feature_sets` returns it.
+The key is a hash of everything the features depend on: the latent
+directory's manifest and each shard's name, size and modification time (a
+re-encode changes them), the decoding weights' SHA-256 (the codec computes it
+anyway), the feature networks and their settings, the limits, and this
+module's CACHE_VERSION. Image folders and tfds references are not cached
+(fingerprinting 30k files per evaluation would cost what it saves). A file
+that cannot be read is recomputed and rewritten, never an error. Written
+atomically (tmp + rename), so concurrent evaluations at worst compute it twice.
+
+Location: $LCT_JAX_CACHE, else $XDG_CACHE_HOME/lct_jax, else ~/.cache/lct_jax;
+`evaluation.reference_cache=False` turns it off.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from typing import Callable
+
+import numpy as np
+
+CACHE_VERSION = 1
+
+
+def cache_root() -> str:
+    return os.environ.get('LCT_JAX_CACHE') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'lct_jax')
+
+
+def latent_dir_fingerprint(latent_dir: str) -> dict:
+    """The manifest's content and (name, size, mtime_ns) of each shard: what a re-encode changes."""
+    with open(os.path.join(latent_dir, 'manifest.json'), 'rb') as f:
+        manifest = f.read()
+    manifest_json = json.loads(manifest)
+    shards = []
+    for name in manifest_json.get('shards', []):
+        st = os.stat(os.path.join(latent_dir, name))
+        shards.append([name, st.st_size, st.st_mtime_ns])
+    stats = os.path.join(latent_dir, 'stats.npz')
+    return {'manifest_sha256': hashlib.sha256(manifest).hexdigest(), 'shards': shards,
+            'stats_sha256': _file_sha256(stats) if os.path.exists(stats) else ''}
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(parts: dict) -> str:
+    """A stable hash of JSON-able `parts` (sorted keys)."""
+    blob = json.dumps({'version': CACHE_VERSION, **parts}, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def cached_features(parts: dict, compute: Callable[[], dict], root: str | None = None) -> tuple[dict, str]:
+    """(features, 'hit' | 'miss'): the stored {name: array} for `parts`, or compute() stored under it."""
+    root = root or cache_root()
+    path = os.path.join(root, 'reference_features', cache_key(parts) + '.npz')
+    if os.path.exists(path):
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}, 'hit'
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
+            pass  # unreadable (a partial copy, a full disk earlier): recompute and rewrite
+    features = compute()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f'{path}.{os.getpid()}.tmp.npz'
+        np.savez(tmp, **features)
+        os.replace(tmp, path)
+        with open(path[:-len('.npz')] + '.json', 'w') as f:  # what the key was made of, for a reader
+            json.dump(parts, f, indent=1, sort_keys=True, default=str)
+    except OSError as e:  # a read-only or full cache costs time, never the evaluation
+        print(f'reference features not cached ({e}); evaluation goes on', flush=True)
+    return features, 'miss'

@@ -1,0 +1,113 @@
+"""lct_jax/evaluation/reference_cache.py and the digits MLP's weights cache: a cache hit gives exactly
+what computing gives, and anything the features depend on changes the key."""
+import os
+
+import numpy as np
+import pytest
+
+from lct_jax.evaluation import reference_cache
+
+
+def _compute_counter():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {'fid': np.arange(12.0).reshape(3, 4), 'pr': np.ones((2, 4))}
+    return compute, calls
+
+
+def test_a_hit_returns_what_was_computed_and_a_corrupt_file_is_recomputed(tmp_path):
+    compute, calls = _compute_counter()
+    parts = {'latents': {'manifest_sha256': 'a'}, 'features': {'fid': {'kind': 'digits_mlp'}}}
+    first, how = reference_cache.cached_features(parts, compute, root=str(tmp_path))
+    assert how == 'miss' and len(calls) == 1
+    again, how = reference_cache.cached_features(parts, compute, root=str(tmp_path))
+    assert how == 'hit' and len(calls) == 1
+    assert set(again) == {'fid', 'pr'} and all(np.array_equal(first[k], again[k]) for k in first)
+    # another key (any part changed) is computed, not served from the first one's file
+    _, how = reference_cache.cached_features({**parts, 'limits': {'pr': 10}}, compute, root=str(tmp_path))
+    assert how == 'miss' and len(calls) == 2
+    # a truncated file (a full disk, a partial copy) is recomputed and rewritten
+    path = os.path.join(tmp_path, 'reference_features', reference_cache.cache_key(parts) + '.npz')
+    with open(path, 'r+b') as f:
+        f.truncate(20)
+    _, how = reference_cache.cached_features(parts, compute, root=str(tmp_path))
+    assert how == 'miss' and len(calls) == 3
+    assert reference_cache.cached_features(parts, compute, root=str(tmp_path))[1] == 'hit'
+
+
+def test_an_unwritable_cache_costs_time_not_the_evaluation(tmp_path, capsys):
+    blocker = tmp_path / 'not_a_dir'
+    blocker.write_text('')  # the cache root is a file: makedirs fails
+    compute, calls = _compute_counter()
+    out, how = reference_cache.cached_features({'x': 1}, compute, root=str(blocker))
+    assert how == 'miss' and len(calls) == 1 and out['fid'].shape == (3, 4)
+    assert 'not cached' in capsys.readouterr().out
+
+
+def test_the_latent_dir_fingerprint_follows_a_re_encode(tmp_path):
+    import json
+    (tmp_path / 'manifest.json').write_text(json.dumps({'shards': ['s0'], 'count': 2}))
+    (tmp_path / 's0').write_bytes(b'12345')
+    before = reference_cache.latent_dir_fingerprint(str(tmp_path))
+    assert reference_cache.latent_dir_fingerprint(str(tmp_path)) == before
+    (tmp_path / 's0').write_bytes(b'123456')  # a shard rewritten
+    assert reference_cache.latent_dir_fingerprint(str(tmp_path)) != before
+    shard = reference_cache.latent_dir_fingerprint(str(tmp_path))
+    (tmp_path / 'manifest.json').write_text(json.dumps({'shards': ['s0'], 'count': 3}))
+    assert reference_cache.latent_dir_fingerprint(str(tmp_path)) != shard
+
+
+def test_the_cached_digits_mlp_equals_a_freshly_trained_one(tmp_path, monkeypatch):
+    from lct_jax.evaluation import features
+    monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path))
+    features._digits_mlp.cache_clear()
+    try:
+        fresh = features.digits_mlp_features(8)            # trains, writes the cache
+        assert len(os.listdir(tmp_path / 'digits_mlp')) == 1
+        features._digits_mlp.cache_clear()
+        cached = features.digits_mlp_features(8)           # reads it, no training
+    finally:
+        features._digits_mlp.cache_clear()
+    images = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 1), dtype=np.uint8)
+    assert np.array_equal(fresh(images), cached(images)) and fresh(images).any()
+    assert cached.fingerprint == fresh.fingerprint and cached.fingerprint['kind'] == 'digits_mlp'
+
+
+def test_with_the_cache_off_the_reference_is_computed_and_nothing_is_written(tmp_path, monkeypatch):
+    from configs import default
+    from lct_jax import cli
+    monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path))
+    calls = []
+    monkeypatch.setattr(cli, 'reference_feature_sets', lambda *a, **k: calls.append(1) or {'fid': np.ones((2, 3))})
+    c = default.get_config('smoke')
+    c.unlock()
+    c.evaluation.reference_cache = False
+    for _ in range(2):
+        assert cli.reference_features(c, str(tmp_path), {'fid': lambda x: x}, {'fid': None})['fid'].shape == (2, 3)
+    assert len(calls) == 2 and os.listdir(tmp_path) == []
+
+
+def test_evaluation_serves_the_reference_from_the_cache_with_equal_distances(tmp_path, monkeypatch, capsys):
+    """Two evaluations of one checkpoint: the first computes the reference features, the second reads
+    them, and every row is identical."""
+    from configs import default
+    from lct_jax import cli
+    from lct_jax.builders import build_model
+    from tests.random_params import perturbed_params
+    monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path / 'cache'))
+    c = default.get_config('smoke')
+    c.unlock()
+    c.data.latent_dir = str(tmp_path / 'latents')
+    c.sampling.num_samples = 64
+    cli.encode(c, str(tmp_path))
+    m = c.model
+    params = perturbed_params(build_model(c), (1, m.img_resolution, m.img_resolution, m.in_channels))
+    monkeypatch.setattr(cli, 'load_params', lambda config, workdir, checkpoint='': (params, 'random'))
+    first = cli.evaluate(c, str(tmp_path))
+    second = cli.evaluate(c, str(tmp_path))
+    out = capsys.readouterr().out
+    assert 'reference features: miss' in out and 'reference features: hit' in out
+    assert [r['fid'] for r in first] == [r['fid'] for r in second]
+    assert len(os.listdir(tmp_path / 'cache' / 'reference_features')) == 2  # the features + their key's parts
