@@ -60,6 +60,9 @@ def test_summary_pairs_seeds_with_the_baseline():
     assert d['ci95'] == pytest.approx(list(aggregate.bootstrap_interval([0.5, 0.1, 0.9])))
     # n = 3: each of the 27 resamples has probability 1/27 > 2.5%, so the interval is [min, max] exactly
     assert d['ci95'] == pytest.approx([0.1, 0.9])
+    # Student-t: 0.5 ± t_{2, 0.975} (4.302653) * 0.4 / sqrt(3)
+    assert d['t95'] == pytest.approx([0.5 - 4.302653 * 0.4 / 3 ** 0.5, 0.5 + 4.302653 * 0.4 / 3 ** 0.5], rel=1e-6)
+    assert 't95' not in aggregate.describe([1.0])
     assert summary['half']['vs_baseline']['seeds'] == [0] and summary['half']['vs_baseline']['mean'] == 4.0
     assert 'vs_baseline' not in summary['base']
 
@@ -268,3 +271,23 @@ def test_tiny_study_runs_resumes_after_a_kill_and_aggregates(tmp_path):
     assert (out / 'curves.png').exists() and '95% interval' in (out / 'results.md').read_text()
     assert sorted(os.listdir(out / 'grids')) == [f'{v}_seed0_{k}.png' for v in ('iLCT', 'sLCT') for k in ('1step', '2step')]
     print(second.stdout[-1500:])
+
+
+def test_the_table_reads_a_difference_by_its_t_interval():
+    from lct_jax.study import report
+    assert report._verdict({'n': 3, 't95': [-2.0, -0.1]}) == 'lower FD'
+    assert report._verdict({'n': 3, 't95': [0.2, 3.0]}) == 'higher FD'
+    assert report._verdict({'n': 3, 't95': [-1.0, 0.5]}) == 'no evidence'
+    assert report._verdict({'n': 1}) == '–' and report._verdict(None) == '–'
+    # consistent across seeds but spread: the bootstrap ([min, max]) excludes 0, the t interval does not
+    d = aggregate.describe([-0.2, -1.0, -3.0])
+    assert d['ci95'][1] < 0 and d['t95'][0] < 0 < d['t95'][1] and report._verdict(d) == 'no evidence'
+
+
+def test_late_average_rows_average_each_seed_over_its_last_checkpoints():
+    rows = [dict(variant='a', seed=s, sampler='1-step', step=st, fd=fd) for s, st, fd in
+            [(0, 10, 9.0), (0, 20, 2.0), (0, 30, 4.0), (1, 20, 1.0), (1, 30, 3.0), (2, 30, 5.0)]]
+    late, steps = aggregate.late_average_rows(rows, last=2)
+    assert steps == [20, 30]
+    # seed 2 lacks step 20: left out rather than averaged over fewer checkpoints
+    assert sorted((r['seed'], r['step'], r['fd']) for r in late) == [(0, 30, 3.0), (1, 30, 2.0)]

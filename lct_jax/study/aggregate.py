@@ -8,6 +8,12 @@ ends are the smallest resampled means whose cumulative probability reaches
 2.5% and 97.5% (numpy's 'inverted_cdf'). With 3 seeds it is exactly [min, max]
 of the seeds (each of the 27 resamples has probability 1/27 > 2.5%): a
 description of the spread, not a calibrated 95% interval; read it with the std.
+
+So every summary also carries the Student-t interval of the mean
+(mean ± t_{n-1, 0.975} · std / sqrt(n)), which is a calibrated 95% interval if
+the seeds' values are normal around their mean, and honest about how little 3
+seeds pin down (t_{2, 0.975} = 4.30). A paired difference is called evidence
+only when this interval excludes 0.
 """
 from __future__ import annotations
 
@@ -50,14 +56,28 @@ def bootstrap_interval(values, level: float = LEVEL, **kw) -> tuple[float, float
     return weighted_quantile(means, probs, tail), weighted_quantile(means, probs, 1.0 - tail)
 
 
+def t_interval(values, level: float = LEVEL) -> tuple[float, float]:
+    """mean ± t_{n-1} quantile · std / sqrt(n); (nan, nan) below 2 values."""
+    from scipy import stats
+    v = np.asarray(values, np.float64)
+    if len(v) < 2:
+        return (math.nan, math.nan)
+    half = float(stats.t.ppf(0.5 + level / 2.0, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()) - half, float(v.mean()) + half
+
+
 def describe(values) -> dict:
-    """n, mean, std (ddof 1; 0 for one value), min, max and the bootstrap interval of the mean."""
+    """n, mean, std (ddof 1; 0 for one value), min, max, the bootstrap interval of the mean (ci95) and
+    its Student-t interval (t95, from 2 values)."""
     v = np.asarray(values, np.float64)
     if len(v) == 0:
         return {'n': 0}
     lo, hi = bootstrap_interval(v)
-    return {'n': int(len(v)), 'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-            'min': float(v.min()), 'max': float(v.max()), 'ci95': [lo, hi]}
+    out = {'n': int(len(v)), 'mean': float(v.mean()), 'std': float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+           'min': float(v.min()), 'max': float(v.max()), 'ci95': [lo, hi]}
+    if len(v) > 1:
+        out['t95'] = list(t_interval(v))
+    return out
 
 
 def collect_rows(runs) -> list[dict]:
@@ -104,3 +124,19 @@ def summarise(rows, variants, baseline: str, metric: str = 'fd') -> list[dict]:
 
 def final_step(rows) -> int | None:
     return max((r['step'] for r in rows), default=None)
+
+
+def late_average_rows(rows, last: int = 2, metric: str = 'fd') -> tuple[list[dict], list[int]]:
+    """Each (variant, seed, sampler)'s metric averaged over the `last` latest evaluated steps, as rows
+    with step = the latest of them (only seeds evaluated at all of those steps); and those steps.
+
+    Why: one checkpoint's FD moves a lot from one evaluation to the next (up to 3x on the digits),
+    so a comparison at the final step alone mixes checkpoint noise into the seed spread."""
+    steps = sorted({r['step'] for r in rows})[-last:]
+    out = []
+    for (variant, seed, sampler), group in _by(rows, 'variant', 'seed', 'sampler').items():
+        values = {r['step']: r[metric] for r in group if r['step'] in steps and r.get(metric) is not None}
+        if len(values) == len(steps) and steps:
+            out.append({'variant': variant, 'seed': seed, 'sampler': sampler, 'step': steps[-1],
+                        metric: float(np.mean([values[s] for s in steps]))})
+    return out, steps
