@@ -30,6 +30,8 @@ from typing import Callable
 
 import numpy as np
 
+from lct_jax.models.autoencoder import file_sha256
+
 CACHE_VERSION = 1
 
 
@@ -49,15 +51,7 @@ def latent_dir_fingerprint(latent_dir: str) -> dict:
         shards.append([name, st.st_size, st.st_mtime_ns])
     stats = os.path.join(latent_dir, 'stats.npz')
     return {'manifest_sha256': hashlib.sha256(manifest).hexdigest(), 'shards': shards,
-            'stats_sha256': _file_sha256(stats) if os.path.exists(stats) else ''}
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            h.update(chunk)
-    return h.hexdigest()
+            'stats_sha256': file_sha256(stats) if os.path.exists(stats) else ''}
 
 
 def cache_key(parts: dict) -> str:
