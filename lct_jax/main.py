@@ -10,6 +10,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lct_jax.cache_dirs import cache_root
+
 MODES = ('train', 'encode', 'sample', 'evaluate', 'analyze', 'train_autoencoder')
 
 FLAGS = flags.FLAGS
@@ -30,7 +32,27 @@ flags.DEFINE_bool('allow_config_change', False, 'train: resume with a config tha
                   'recorded one (config.json); the change is recorded in run.json with its step.')
 flags.DEFINE_float('lock_stale_seconds', 120.0, 'train/encode: take over a work directory lock whose '
                    'heartbeat is older than this (a dead pid on the same host is taken over at once).')
+flags.DEFINE_string('compilation_cache_dir', None, 'JAX\'s persistent compilation cache: programs compiled '
+                    'once are reused by later runs, resumes and evaluations of the same shapes. Default: '
+                    '$JAX_COMPILATION_CACHE_DIR if set, else <lct_jax cache>/xla (lct_jax/cache_dirs.py); '
+                    '"" turns it off.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def set_compilation_cache(value: str | None) -> str:
+    """Point JAX's persistent compilation cache at `value` (None: the default above); the directory used.
+
+    Why on by default: an evaluation spends about half its CPU time compiling the
+    samplers (measured: 23.2 s -> 11.8 s user time for one pixel-study evaluation), and a
+    study compiles the same programs for ~100 evaluations and 21 trainings."""
+    import jax
+    if value is None:
+        value = os.environ.get('JAX_COMPILATION_CACHE_DIR') or os.path.join(cache_root(), 'xla')
+    if value:
+        jax.config.update('jax_compilation_cache_dir', value)
+    else:  # off, even if the environment names a directory
+        jax.config.update('jax_enable_compilation_cache', False)
+    return value
 
 
 def main(argv):
@@ -39,6 +61,7 @@ def main(argv):
     import jax
     if FLAGS.num_cpu_devices:
         jax.config.update('jax_num_cpu_devices', FLAGS.num_cpu_devices)
+    set_compilation_cache(FLAGS.compilation_cache_dir)
     from lct_jax import parallel
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                     heartbeat_timeout_s=FLAGS.heartbeat_timeout_seconds)

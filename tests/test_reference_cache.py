@@ -111,3 +111,24 @@ def test_evaluation_serves_the_reference_from_the_cache_with_equal_distances(tmp
     assert 'reference features: miss' in out and 'reference features: hit' in out
     assert [r['fid'] for r in first] == [r['fid'] for r in second]
     assert len(os.listdir(tmp_path / 'cache' / 'reference_features')) == 2  # the features + their key's parts
+
+
+def test_the_compilation_cache_flag_picks_the_directory_or_turns_it_off(tmp_path, monkeypatch):
+    """main.py's --compilation_cache_dir: a given directory; by default $JAX_COMPILATION_CACHE_DIR,
+    else <lct_jax cache>/xla; '' turns JAX's persistent cache off even when the environment names one."""
+    import jax
+    from lct_jax import main
+    saved = jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache
+    try:
+        assert main.set_compilation_cache(str(tmp_path / 'given')) == str(tmp_path / 'given')
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'given')
+        monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', str(tmp_path / 'env'))
+        assert main.set_compilation_cache(None) == str(tmp_path / 'env')
+        monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+        monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path / 'lct'))
+        assert main.set_compilation_cache(None) == str(tmp_path / 'lct' / 'xla')
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / 'lct' / 'xla')
+        assert main.set_compilation_cache('') == '' and not jax.config.jax_enable_compilation_cache
+    finally:
+        jax.config.update('jax_compilation_cache_dir', saved[0])
+        jax.config.update('jax_enable_compilation_cache', saved[1])

@@ -62,7 +62,7 @@ def file_fingerprint(path: str) -> dict:
 def _digits_mlp(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(w, b) of the MLP's hidden layer: from the on-disk cache, else trained and cached."""
     import sklearn
-    from lct_jax.evaluation.reference_cache import cache_root
+    from lct_jax.cache_dirs import cache_root
     path = os.path.join(cache_root(), 'digits_mlp',
                         f'r{resolution}-sklearn{sklearn.__version__}-numpy{np.__version__}.npz')
     if os.path.exists(path):

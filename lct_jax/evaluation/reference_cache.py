@@ -17,7 +17,7 @@ module's CACHE_VERSION. Image folders and tfds references are not cached
 that cannot be read is recomputed and rewritten, never an error. Written
 atomically (tmp + rename), so concurrent evaluations at worst compute it twice.
 
-Location: $LCT_JAX_CACHE, else $XDG_CACHE_HOME/lct_jax, else ~/.cache/lct_jax;
+Location: <lct_jax cache>/reference_features (lct_jax/cache_dirs.py);
 `evaluation.reference_cache=False` turns it off.
 """
 from __future__ import annotations
@@ -30,14 +30,10 @@ from typing import Callable
 
 import numpy as np
 
+from lct_jax.cache_dirs import cache_root
 from lct_jax.models.autoencoder import file_sha256
 
 CACHE_VERSION = 1
-
-
-def cache_root() -> str:
-    return os.environ.get('LCT_JAX_CACHE') or os.path.join(
-        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'lct_jax')
 
 
 def latent_dir_fingerprint(latent_dir: str) -> dict:
