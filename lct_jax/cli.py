@@ -160,9 +160,9 @@ def reference_features(config, workdir, features):
     return reference_feature_sets(config, workdir, {'f': features})['f']
 
 
-def real_image_batches(config, workdir, limit: int | None = None, batch: int = 500):
+def real_image_batches(config, workdir, limit: int | None = None, batch: int = 500, codec=None):
     """uint8 NHWC batches of real images: an image folder, a tfds dataset, else the decoded training
-    latents; the first `limit` of them if given."""
+    latents (with `codec`, default the config's); the first `limit` of them if given."""
     from lct_jax.data.latents import LatentDataset
     from lct_jax.data.sources import ImageFolderSource, TfdsSource
     ev = config.evaluation
@@ -178,20 +178,20 @@ def real_image_batches(config, workdir, limit: int | None = None, batch: int = 5
             yield src.images(range(i, min(i + batch, n)))
         return
     ds = LatentDataset(latent_dir_of(config, workdir))
-    codec = make_codec(config.autoencoder, config.model.in_channels)
+    codec = codec or make_codec(config.autoencoder, config.model.in_channels)
     scale = ds.manifest['scale_factor']
     n = min(len(ds), limit or len(ds))
     for i in range(0, n, batch):
         yield to_uint8(codec.decode(jnp.asarray(ds.read_batch(range(i, min(i + batch, n))) / scale)))
 
 
-def reference_feature_sets(config, workdir, features: dict, limits: dict | None = None) -> dict:
+def reference_feature_sets(config, workdir, features: dict, limits: dict | None = None, codec=None) -> dict:
     """{name: features of the real images} for several feature functions in one pass over the
-    images (each decoded once); limits[name] keeps only that many images for that name."""
+    images (each decoded once, by `codec` if given); limits[name] keeps only that many images for that name."""
     limits = limits or {}
     cap = None if any(limits.get(k) is None for k in features) else max(limits[k] for k in features)
     out, seen = {k: [] for k in features}, 0
-    for images in real_image_batches(config, workdir, cap):
+    for images in real_image_batches(config, workdir, cap, codec=codec):
         for name, fn in features.items():
             keep = len(images) if limits.get(name) is None else max(min(len(images), limits[name] - seen), 0)
             if keep:
@@ -206,12 +206,13 @@ def reference_features(config, workdir, features: dict, limits: dict) -> dict:
     from lct_jax.evaluation import reference_cache
     ev = config.evaluation
 
-    def compute():
-        return reference_feature_sets(config, workdir, features, limits)
-
     if not ev.reference_cache or ev.reference_dir or ev.reference_tfds:
-        return compute()
-    codec = make_codec(config.autoencoder, config.model.in_channels)
+        return reference_feature_sets(config, workdir, features, limits)
+    codec = make_codec(config.autoencoder, config.model.in_channels)  # built once: its hash keys the cache
+
+    def compute():
+        return reference_feature_sets(config, workdir, features, limits, codec=codec)
+
     parts = {'latents': reference_cache.latent_dir_fingerprint(latent_dir_of(config, workdir)),
              'decoder': {'name': codec.name, 'weights_sha256': codec.weights_sha256,
                          'autoencoder': config.autoencoder.to_dict()},

@@ -144,8 +144,8 @@ def resolve_diffusers(spec: str, what: str = 'autoencoder.weights') -> Diffusers
 
 def torch_hub_checkpoints_dir() -> str:
     """Where torch.hub (so pytorch-fid and torchvision) caches downloaded weights."""
-    torch_home = os.environ.get('TORCH_HOME') or os.path.join(
-        os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'torch')
+    from lct_jax.cache_dirs import xdg_cache_home
+    torch_home = os.environ.get('TORCH_HOME') or os.path.join(xdg_cache_home(), 'torch')
     return os.path.join(os.path.expanduser(torch_home), 'hub', 'checkpoints')
 
 

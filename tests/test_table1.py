@@ -74,7 +74,7 @@ def test_real_features_for_fid_and_recall_in_one_pass(monkeypatch):
     from lct_jax import cli
     reads = []
 
-    def batches(config, workdir, limit=None, batch=500):
+    def batches(config, workdir, limit=None, batch=500, codec=None):
         for i in range(3):                      # 3 batches of 7 images
             if limit is None or i * 7 < limit:
                 reads.append(i)

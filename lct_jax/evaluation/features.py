@@ -62,25 +62,16 @@ def file_fingerprint(path: str) -> dict:
 def _digits_mlp(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(w, b) of the MLP's hidden layer: from the on-disk cache, else trained and cached."""
     import sklearn
-    from lct_jax.cache_dirs import cache_root
+    from lct_jax.cache_dirs import cache_root, cached_arrays
+
+    def train():
+        clf = _train_digits_mlp(resolution)
+        return {'w': clf.coefs_[0], 'b': clf.intercepts_[0]}
+
     path = os.path.join(cache_root(), 'digits_mlp',
                         f'r{resolution}-sklearn{sklearn.__version__}-numpy{np.__version__}.npz')
-    if os.path.exists(path):
-        try:
-            with np.load(path) as z:
-                return z['w'], z['b']
-        except (OSError, ValueError, EOFError, KeyError):
-            pass  # unreadable: train again and rewrite
-    clf = _train_digits_mlp(resolution)
-    w, b = clf.coefs_[0], clf.intercepts_[0]
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp.npz'
-        np.savez(tmp, w=w, b=b)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs the training time
-    return w, b
+    arrays, _ = cached_arrays(path, train)
+    return arrays['w'], arrays['b']
 
 
 def _train_digits_mlp(resolution: int):
@@ -126,11 +117,7 @@ def make_features(config, kind: str | None = None):
         from lct_jax.evaluation.vgg16_features import vgg16_features
         from lct_jax.weights import vgg16_weights_file  # a local file, or torchvision's URL via the cache
         ev = config.evaluation
-        path = vgg16_weights_file(ev.vgg16_weights)
-        features = vgg16_features(path, ev.vgg16_input, ev.vgg16_fc2_relu)
-        features.fingerprint = {'kind': 'vgg16', 'input': ev.vgg16_input, 'fc2_relu': ev.vgg16_fc2_relu,
-                                **file_fingerprint(path)}
-        return features
+        return vgg16_features(vgg16_weights_file(ev.vgg16_weights), ev.vgg16_input, ev.vgg16_fc2_relu)
     if kind == 'digits_mlp':
         return digits_mlp_features(config.data.resolution)
     raise ValueError(f'{field} {kind!r}; valid: {FEATURES}')

@@ -13,9 +13,8 @@ directory's manifest and each shard's name, size and modification time (a
 re-encode changes them), the decoding weights' SHA-256 (the codec computes it
 anyway), the feature networks and their settings, the limits, and this
 module's CACHE_VERSION. Image folders and tfds references are not cached
-(fingerprinting 30k files per evaluation would cost what it saves). A file
-that cannot be read is recomputed and rewritten, never an error. Written
-atomically (tmp + rename), so concurrent evaluations at worst compute it twice.
+(fingerprinting 30k files per evaluation would cost what it saves). Entries are
+read and written as lct_jax/cache_dirs.py says (`cached_arrays`).
 
 Location: <lct_jax cache>/reference_features (lct_jax/cache_dirs.py);
 `evaluation.reference_cache=False` turns it off.
@@ -25,12 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from typing import Callable
 
-import numpy as np
-
-from lct_jax.cache_dirs import cache_root
+from lct_jax.cache_dirs import cache_root, cached_arrays
 from lct_jax.models.autoencoder import file_sha256
 
 CACHE_VERSION = 1
@@ -58,22 +54,9 @@ def cache_key(parts: dict) -> str:
 
 def cached_features(parts: dict, compute: Callable[[], dict], root: str | None = None) -> tuple[dict, str]:
     """(features, 'hit' | 'miss'): the stored {name: array} for `parts`, or compute() stored under it."""
-    root = root or cache_root()
-    path = os.path.join(root, 'reference_features', cache_key(parts) + '.npz')
-    if os.path.exists(path):
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}, 'hit'
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
-            pass  # unreadable (a partial copy, a full disk earlier): recompute and rewrite
-    features = compute()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp.npz'
-        np.savez(tmp, **features)
-        os.replace(tmp, path)
+    path = os.path.join(root or cache_root(), 'reference_features', cache_key(parts) + '.npz')
+    features, how = cached_arrays(path, compute)
+    if how == 'miss' and os.path.exists(path):
         with open(path[:-len('.npz')] + '.json', 'w') as f:  # what the key was made of, for a reader
             json.dump(parts, f, indent=1, sort_keys=True, default=str)
-    except OSError as e:  # a read-only or full cache costs time, never the evaluation
-        print(f'reference features not cached ({e}); evaluation goes on', flush=True)
-    return features, 'miss'
+    return features, how

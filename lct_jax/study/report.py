@@ -29,7 +29,7 @@ def _verdict(d: dict | None) -> str:
     return 'lower FD' if hi < 0 else 'higher FD' if lo > 0 else 'no evidence'
 
 
-def _table(study: Study, summary: list[dict], step) -> list[str]:
+def _table(summary: list[dict], step) -> list[str]:
     lines = ['| variant | sampler | seeds | FD mean ± std | bootstrap 95% | Δ vs baseline | Δ bootstrap 95% '
              '| Δ t 95% | Δ reads |',
              '|---|---|---|---|---|---|---|---|---|']
@@ -58,12 +58,12 @@ def markdown(study: Study, summary: list[dict], progress_entries: list[dict], st
     lines += [f'## Fréchet distance at step {step} (lower is better)', '',
               'mean ± std over seeds with the bootstrap 95% interval of the mean; the paired difference '
               f'(variant − {study.baseline}, same seeds) with its bootstrap and Student-t 95% intervals, and '
-              'what the t interval says.', ''] + _table(study, summary, step)
+              'what the t interval says.', ''] + _table(summary, step)
     if late and len(late_steps) > 1:
         lines += ['', f'## Fréchet distance averaged over steps {", ".join(map(str, late_steps))} '
                   '(per seed, then over seeds)', '',
                   'The same table with each seed\'s FD averaged over its last evaluated checkpoints: less '
-                  'checkpoint-to-checkpoint noise in the per-seed values.', ''] + _table(study, late, late_steps[-1])
+                  'checkpoint-to-checkpoint noise in the per-seed values.', ''] + _table(late, late_steps[-1])
     lines += ['', 'The bootstrap enumerates every resample for up to 6 seeds; with 3 seeds its 95% interval is '
               'exactly [min, max] of the seeds: a description of the spread, not a calibrated interval. The '
               'Student-t interval (mean ± 4.30 · std / √3 at 3 seeds) is calibrated if the per-seed values are '
