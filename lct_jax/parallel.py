@@ -46,6 +46,28 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
             pass
 
 
+# How long a process waits at a barrier for its slowest peer (a compile, a restore from a slow disk).
+BARRIER_TIMEOUT_S = 3600.0
+
+
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """Wait until every process has reached `name`, through the coordination service (no collective).
+
+    Why not multihost_utils.sync_global_devices: it is a collective, and on CPU the Gloo
+    collectives give a process 30 s to meet its peers, so a process still compiling 30 s after
+    the others stops the run (`Gloo context initialization failed: DEADLINE_EXCEEDED`). The
+    coordination service's barrier has its own timeout and involves no device. A no-op in a
+    single process.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the coordination service's client: JAX has no public barrier
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError(f'barrier {name!r}: {jax.process_count()} processes but no jax.distributed client')
+    client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
 def _has_accelerator() -> bool:
     # Must not initialise a backend before jax.distributed.initialize: look at installed plugins only.
     import importlib.util

@@ -68,3 +68,31 @@ def test_two_processes_equal_one_process(tmp_path):
     assert '2 process(es), 4 cpu device(s)' in open(tmp_path / 'two0.txt').read()
     for a, b in zip(runs.flat(runs.load_params(one, 20)), runs.flat(runs.load_params(two, 20))):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
+
+
+# Process 1 as if its compile took LATE_S longer than process 0's: longer than the 30 s Gloo gives
+# a collective's peers to meet, so without the barrier after compile_for process 0 fails with
+# "Gloo context initialization failed: DEADLINE_EXCEEDED" at the first step.
+LATE_S = 45
+LATE_PEER = ('import runpy, sys, time\n'
+             'from lct_jax.train import step\n'
+             'compile_for = step.CompiledStep.compile_for\n'
+             'def late(self, state, batch):\n'
+             '    compile_for(self, state, batch)\n'
+             f'    time.sleep({LATE_S})\n'
+             'step.CompiledStep.compile_for = late\n'
+             "runpy.run_module('lct_jax.main', run_name='__main__')\n")
+
+
+@pytest.mark.slow
+def test_a_peer_that_compiles_long_after_the_other_does_not_stop_the_run(tmp_path):
+    two = str(tmp_path / 'two')
+    port = runs.free_port()
+    cmds = [runs.command(two, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}',
+                         '--config.sample_every=10', devices=2) for i in range(2)]
+    cmds[1] = [cmds[1][0], '-c', LATE_PEER] + cmds[1][3:]     # python -c <late peer> <main's flags>
+    procs = [runs.start(c, str(tmp_path / f'two{i}.txt')) for i, c in enumerate(cmds)]
+    for i, p in enumerate(procs):
+        assert p.wait(timeout=600) == 0, open(tmp_path / f'two{i}.txt').read()[-3000:]
+    assert runs.checkpoint_done(two, 20)
+    assert os.path.exists(os.path.join(two, 'samples', 'step_0000020_1step.png'))

@@ -3,6 +3,7 @@ commands on fixed numbers; and (slow) a tiny real study that is killed, resumed 
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,6 +182,58 @@ def test_runner_skips_done_work_leaves_locked_runs_and_runs_k_at_a_time(tmp_path
     lost = study_from_dict(dict(TINY, eval_steps=[5, 10]), 'tiny.json')
     with pytest.raises(runner.RunFailed, match='keep_period'):
         runner.run_one(plan(lost, str(tmp_path))[2], lost.eval_steps)
+
+
+def finish_record(workdir, step=10):
+    """The run record of a training segment that finished at `step` (what main.py writes)."""
+    json.dump({'segments': [{'from_step': 0, 'to_step': step, 'end': 'finished'}]},
+              open(os.path.join(workdir, 'run.json'), 'w'))
+
+
+def test_a_finished_run_whose_checkpoints_were_pruned_is_still_done(tmp_path):
+    wd = str(tmp_path / 'r')
+    fake_run(wd, ckpts=(), evaluated=(10,))
+    assert progress.run_state(wd)['state'] == 'partial'        # no checkpoint, no record: cannot tell
+    finish_record(wd)
+    assert progress.run_state(wd)['state'] == 'done'
+    assert progress.run_state(wd, (5, 10))['state'] == 'trained'   # step 5 never evaluated
+    finish_record(wd, step=5)                                  # a segment stopped early is not the end
+    assert progress.run_state(wd)['state'] == 'partial'
+
+
+def test_export_keeps_records_not_checkpoints_and_a_copy_of_it_resumes_the_study(tmp_path, monkeypatch):
+    from lct_jax.study import export, runner
+    study = study_from_dict(TINY, 'tiny.json')
+    root, dest, fresh = str(tmp_path / 'root'), str(tmp_path / 'export'), str(tmp_path / 'fresh')
+    runs = plan(study, root)
+    for r in runs[:3]:
+        fake_run(r.workdir)
+        finish_record(r.workdir)
+        os.makedirs(os.path.join(r.workdir, 'samples'))
+        open(os.path.join(r.workdir, 'samples', 'step_10_1step.png'), 'wb').write(b'png')
+        np.savez(os.path.join(r.workdir, 'samples', 'samples_10.npz'), x=np.zeros(3))
+        json.dump({'pid': 1}, open(os.path.join(r.workdir, 'lock.json'), 'w'))
+    fake_run(runs[3].workdir, ckpts=(5,), evaluated=())                 # partial: not exported
+    outcome = export.export_runs(runs, root, dest)
+    assert outcome == {'sLCT/seed_0': 'exported', 'sLCT/seed_1': 'exported', 'iLCT/seed_0': 'exported',
+                       'iLCT/seed_1': 'partial'}
+    got = sorted(os.path.relpath(os.path.join(dp, f), dest) for dp, _, fs in os.walk(dest) for f in fs)
+    assert got == sorted(os.path.join('runs', v, f'seed_{s}', f) for v, s in (('sLCT', 0), ('sLCT', 1), ('iLCT', 0))
+                         for f in ('config.json', 'results.json', 'run.json', os.path.join('samples', 'step_10_1step.png')))
+    assert export.export_runs(runs, root, dest)['sLCT/seed_0'] == 'up to date'
+    # the export reports the same numbers as the root it came from
+    exported = plan(study, dest)
+    a = report.write_report(study, runs, progress.progress_table(runs, ())[0], str(tmp_path / 'a'))
+    b = report.write_report(study, exported, progress.progress_table(exported, ())[0], str(tmp_path / 'b'))
+    assert a['summary'] == b['summary'] and len(b['runs']) == 6
+    # copied into a fresh root, it leaves only the missing run to train
+    shutil.copytree(os.path.join(dest, 'runs'), os.path.join(fresh, 'runs'))
+    calls = []
+    monkeypatch.setattr(runner, '_call', lambda cmd, log, cpus=None: calls.append(cmd) or 1)
+    outcome = runner.run_study(study, fresh)
+    assert [k for k, v in outcome.items() if v == 'done'] == ['sLCT/seed_0', 'sLCT/seed_1', 'iLCT/seed_0']
+    assert outcome['iLCT/seed_1'].startswith('failed') and len(calls) == 1
+    assert f'--workdir={plan(study, fresh)[3].workdir}' in calls[0]
 
 
 def test_parallel_runs_are_pinned_to_disjoint_cpu_slices(tmp_path, monkeypatch):

@@ -66,6 +66,29 @@ def test_four_devices_equal_one_device_without_coupling():
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *results)
 
 
+@pytest.mark.parametrize('placement', ['host', 'device'])
+def test_compile_for_leaves_the_first_step_nothing_to_compile(placement):
+    """What the loop does before the multi-process barrier: after compile_for, the first step
+    traces and compiles nothing (else a process could still be compiling at the first collective)."""
+    from jax._src import monitoring
+    config = smoke_config(**{'coupling.placement': placement})
+    mesh = parallel.make_mesh()
+    _, _, state, step_fn = loop.build_training(config, mesh)
+    pairer = loop.make_host_pairer(config, mesh)
+    if pairer is not None:
+        _PAIRERS.append(pairer)
+    x = _batch()
+    batch = loop.device_batch(x if pairer is None else (x, *pairer(0, x)), mesh)
+    events = []
+    monitoring.register_event_duration_secs_listener(
+        lambda name, _d, **_kw: events.append(name) if name.startswith('/jax/core/compile/') else None)
+    step_fn.compile_for(state, batch)
+    assert any('backend_compile' in e for e in events)           # it did compile (and the listener works)
+    events.clear()
+    state, metrics = step_fn(state, batch)
+    assert float(metrics['loss']) > 0 and events == [] and step_fn.trace_count() == 1
+
+
 def test_non_finite_batch_skips_the_update_and_is_counted():
     config = smoke_config()
     mesh = parallel.make_mesh()

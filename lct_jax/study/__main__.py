@@ -7,6 +7,8 @@
   status     done / running / trained / partial / missing per run
   report     aggregate whatever has finished into --out (default: the study file's folder)
   launch     print the commands that send each run to its own slice: --target local|slurm|tpu
+  export     copy the finished runs without checkpoints to --to (default: the study file's folder),
+             a root that `report --workroot` reads and that `cp -r <to>/runs <workroot>/` resumes from
 
 The runs live in --workroot (default workdir/study/<name>): <workroot>/runs/<variant>/seed_<s>.
 """
@@ -16,17 +18,18 @@ import argparse
 import os
 import sys
 
-from lct_jax.study import launch, progress, report, runner
+from lct_jax.study import export, launch, progress, report, runner
 from lct_jax.study.spec import ROOT, load_study, plan
 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog='python -m lct_jax.study', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch'))
+    p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch', 'export'))
     p.add_argument('study', help='a study file (.py with a STUDY dict, or .json)')
     p.add_argument('--workroot', default='', help='where the runs live (default workdir/study/<name>)')
     p.add_argument('--out', default='', help='report folder (default: the study file\'s folder)')
+    p.add_argument('--to', default='', help='export: where the runs go (default: the study file\'s folder)')
     p.add_argument('--parallel', type=int, default=1, help='run: this many runs at a time')
     p.add_argument('--cpus-per-run', type=int, default=0,
                    help='run: pin each of the --parallel runs to its own this many CPUs (CPU-only machines; '
@@ -66,6 +69,15 @@ def main(argv=None) -> int:
         return 0
     if a.action == 'status':
         print(progress.progress_table(runs, study.eval_steps)[1])
+        return 0
+    if a.action == 'export':
+        dest = os.path.abspath(a.to or os.path.dirname(os.path.abspath(a.study)))
+        outcome = export.export_runs(runs, study_dir, dest, study.eval_steps)
+        for key, what in outcome.items():
+            print(f'  {key:>24}  {what}')
+        print(f'{sum(v == "exported" for v in outcome.values())} exported, '
+              f'{sum(v == "up to date" for v in outcome.values())} up to date, '
+              f'{sum(v not in ("exported", "up to date") for v in outcome.values())} not done; in {dest}/runs')
         return 0
     if a.action == 'prepare':
         runner.prepare(study, study_dir)

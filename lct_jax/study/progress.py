@@ -8,6 +8,10 @@ finished so far:
   partial  started, stopped before total_steps, not running (a resume continues it);
   trained  trained to total_steps, some chosen checkpoints not evaluated yet;
   done     trained, and every chosen checkpoint evaluated.
+Trained to total_steps = the latest checkpoint is total_steps, or the run record
+(run.json) says a segment finished there: a run whose checkpoints were pruned
+after its evaluation, or an export of it (`python -m lct_jax.study export`:
+the record and results without checkpoints), still counts as done.
 """
 from __future__ import annotations
 
@@ -39,6 +43,13 @@ def checkpoint_steps(workdir: str) -> list[int]:
 def total_steps_of(workdir: str) -> int | None:
     config = read_json(os.path.join(workdir, 'config.json'))
     return None if config is None else int(config['total_steps'])
+
+
+def finished_step(workdir: str) -> int | None:
+    """The last step a training segment of the run record finished at (None: no finished segment)."""
+    run = read_json(os.path.join(workdir, 'run.json')) or {}
+    done = [s.get('to_step') for s in run.get('segments', []) if s.get('end') == 'finished']
+    return max((s for s in done if s is not None), default=None)
 
 
 def wanted_steps(eval_steps, total_steps: int) -> list[int]:
@@ -101,7 +112,7 @@ def run_state(workdir: str, eval_steps=()) -> dict:
     info['to_evaluate'] = todo
     if running:
         return dict(info, state='running')
-    if latest != total:
+    if latest != total and finished_step(workdir) != total:
         return dict(info, state='partial')
     return dict(info, state='trained' if todo else 'done')
 

@@ -151,7 +151,7 @@ class SampleGrids:
         params = state.params if name == 'params' else state.ema.get(name, state.params)
         paths = []
         for label, sampler in self.samplers.items():
-            x = multihost_utils.process_allgather(sampler(params, self.indices), tiled=True)
+            x = _gather(sampler(params, self.indices), f'lct_jax/train/grid/{step}/{label}')
             images = to_uint8(self.codec.decode(jnp.asarray(self.normalizer.denormalize(np.asarray(x)))))
             if jax.process_index() == 0:
                 path = os.path.join(workdir, 'samples', f'step_{step:07d}_{label}.png')
@@ -160,7 +160,7 @@ class SampleGrids:
                 if writer is not None:
                     writer.image(step, f'samples/{label}', grid(images))
             if self.shown_classes:
-                x = multihost_utils.process_allgather(sampler(params, self.class_indices), tiled=True)
+                x = _gather(sampler(params, self.class_indices), f'lct_jax/train/grid/{step}/{label}/classes')
                 images = to_uint8(self.codec.decode(jnp.asarray(self.normalizer.denormalize(np.asarray(x)))))
                 if jax.process_index() == 0:
                     for c in range(self.shown_classes):
@@ -168,6 +168,15 @@ class SampleGrids:
                         save_grid(path, images[c * self.per_class:(c + 1) * self.per_class])
                         paths.append(path)
         return paths
+
+
+def _gather(x, barrier_name: str) -> np.ndarray:
+    """Every process's rows of a sampled batch. The sampler compiles at its first grid, maybe at
+    different speeds on different processes: meet at a barrier before the gather's collective."""
+    if jax.process_count() > 1:
+        jax.block_until_ready(x)
+        parallel.barrier(barrier_name)
+    return multihost_utils.process_allgather(x, tiled=True)
 
 
 def close_all(closers, failure: BaseException | None) -> None:
@@ -234,8 +243,15 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                              prefetch=config.train.prefetch, pairer=make_host_pairer(config, mesh),
                              labels=num_classes_of(config) > 0)
     try:
+        first = None
+        if jax.process_count() > 1 and step < config.total_steps:
+            # Compile before the first collective, then wait for every process: the step's
+            # collectives must not wait for a peer that is still compiling (parallel.barrier).
+            first = device_batch(next(pipeline), mesh)
+            step_fn.compile_for(state, first)
+            parallel.barrier(f'lct_jax/train/step_compiled/{start}')
         while step < config.total_steps:
-            batch = device_batch(next(pipeline), mesh)
+            batch, first = (first, None) if first is not None else (device_batch(next(pipeline), mesh), None)
             state, metrics = step_fn(state, batch)
             step += 1
             log_now = step % config.log_every == 0 or step == config.total_steps

@@ -195,6 +195,14 @@ class CompiledStep:
             programs = {'pair_noise': self.pair_noise.lower(state.step, x), **programs}
         return programs
 
+    def compile_for(self, state, batch) -> None:
+        """Compile every program for this (state, batch) now, not at the first call: the call then
+        runs the compiled programs without tracing or compiling again. The loop uses it to meet the
+        other processes only once all have compiled (see `parallel.barrier`)."""
+        x = batch.x if hasattr(batch, 'x') else batch
+        for program in self.lower(state, x, getattr(batch, 'labels', None)).values():
+            program.compile()
+
     def trace_count(self) -> int:
         """The most traces of any program: 1 when none ever recompiled."""
         return max(self._traces.values())
