@@ -2,9 +2,10 @@
 or to carry off a cluster.
 
 `export` copies each *done* run's work directory into <dest>/runs/<variant>/seed_<s>, leaving
-out the checkpoints, the lock and the evaluation's sample arrays; kept: the run record
+out the checkpoints, the lock, the evaluation's sample arrays and the TensorBoard events
+(metrics.jsonl holds the same scalars, samples/ the same grids); kept: the run record
 (config.json, run.json), the evaluation rows (results.json and the tables beside it),
-metrics.jsonl, the TensorBoard events, the sample grids and the study logs.
+metrics.jsonl, the sample grids and the study logs: 0.49 MB a latent-study run.
 An export is itself a study root: progress counts its runs as done (the run record says they
 finished, lct_jax/study/progress.py), so
 
@@ -22,8 +23,8 @@ import shutil
 from lct_jax.study import progress
 from lct_jax.study.spec import Run
 
-# Left out of an export: re-creatable or large, and never read by a report.
-SKIPPED_DIRS = ('checkpoints',)
+# Left out of an export: large, or a copy of what is kept, and never read by a report.
+SKIPPED_DIRS = ('checkpoints', 'tensorboard')
 SKIPPED_FILES = ('lock.json',)
 SKIPPED_SUFFIXES = ('.npz', '.npy', '.tmp')
 
