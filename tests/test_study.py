@@ -344,3 +344,32 @@ def test_late_average_rows_average_each_seed_over_its_last_checkpoints():
     assert steps == [20, 30]
     # seed 2 lacks step 20: left out rather than averaged over fewer checkpoints
     assert sorted((r['seed'], r['step'], r['fd']) for r in late) == [(0, 30, 3.0), (1, 30, 2.0)]
+
+
+def test_compare_puts_the_same_variants_of_two_studies_side_by_side(tmp_path):
+    from lct_jax.study import compare
+
+    def result(name, deltas, final=2500):
+        summary = [{'variant': 'sLCT', 'sampler': '1-step', 'step': final, 'n': 3, 'mean': 4.0, 'std': 0.5,
+                    'ci95': [3.5, 4.5], 't95': [2.8, 5.2]}]
+        for v, (mean, lo, hi) in deltas.items():
+            summary.append({'variant': v, 'sampler': '1-step', 'step': final, 'n': 3, 'mean': 4.0 + mean, 'std': 0.4,
+                            'ci95': [0, 9], 't95': [0, 9], 'vs_baseline': {'mean': mean, 'n': 3, 'std': 0.2,
+                                                                           'ci95': [lo, hi], 't95': [lo, hi]}})
+        return {'study': name, 'baseline': 'sLCT', 'final_step': final, 'variants': {'sLCT': {}, **deltas},
+                'summary': summary, 'summary_late_average': {'steps': [final - 500, final], 'summary': summary}}
+
+    pixel = result('pixel', {'iLCT': (-2.0, -3.0, -1.0), 'no_ot': (0.5, -1.0, 2.0)})
+    latent = result('latent', {'iLCT': (1.5, 0.5, 2.5)})
+    text = compare.side_by_side({'pixel': pixel, 'latent': latent})
+    lines = text.splitlines()
+    assert lines[0].startswith('FD at step pixel: 2500, latent: 2500; baseline pixel: sLCT, latent: sLCT')
+    assert '| sLCT | 1-step | 4.00 ± 0.50 (3) | – | 4.00 ± 0.50 (3) | – |' in lines
+    assert '| iLCT | 1-step | 2.00 ± 0.40 (3) | -2.00 [-3.00, -1.00] lower FD | 5.50 ± 0.40 (3) | ' \
+           '+1.50 [+0.50, +2.50] higher FD |' in lines
+    assert '| no_ot | 1-step | 4.50 ± 0.40 (3) | +0.50 [-1.00, +2.00] no evidence | – | – |' in lines
+    out = tmp_path / 'side.md'
+    for i, r in enumerate((pixel, latent)):
+        json.dump(r, open(tmp_path / f'{i}.json', 'w'))
+    assert compare.main([str(tmp_path / '0.json'), str(tmp_path / '1.json'), '--late', '--out', str(out)]) == 0
+    assert open(out).read().startswith('each seed\'s FD averaged over steps pixel: [2000, 2500], latent: [2000, 2500]')

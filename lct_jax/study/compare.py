@@ -1,0 +1,88 @@
+"""Studies side by side: the same variants in several reports (results.json), one table.
+
+    python -m lct_jax.study.compare docs/study/pixel/results.json docs/study/latent/results.json \
+        [--step 2500] [--late] [--out docs/study/side_by_side.md]
+
+Per variant and sampler: each study's FD (mean ± std, seeds) and its paired difference
+against that study's baseline with the Student-t 95% interval and what it reads ("lower FD",
+"higher FD", "no evidence": lct_jax/study/report.py). FD values of different studies live in
+different feature spaces; the differences' signs and readings are what compare.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from lct_jax.study.report import _fmt, _verdict
+
+
+def summary_of(result: dict, late: bool) -> list[dict]:
+    return result['summary_late_average']['summary'] if late else result['summary']
+
+
+def entry_at(summary: list[dict], variant: str, sampler: str, step: int) -> dict | None:
+    return next((e for e in summary if e['variant'] == variant and e['sampler'] == sampler and e['step'] == step),
+                None)
+
+
+def cell(e: dict | None) -> tuple[str, str]:
+    """('FD mean ± std (n)', 'Δ [t 95%] reading') of one summary entry, '–' where absent."""
+    if e is None or not e.get('n'):
+        return '–', '–'
+    fd = f'{_fmt(e["mean"], 2)} ± {_fmt(e["std"], 2)} ({e["n"]})'
+    d = e.get('vs_baseline')
+    if not d:
+        return fd, '–'
+    t = f'[{d["t95"][0]:+.2f}, {d["t95"][1]:+.2f}]' if 't95' in d else '–'
+    return fd, f'{d["mean"]:+.2f} {t} {_verdict(d)}'
+
+
+def side_by_side(results: dict[str, dict], step: int | None = None, late: bool = False) -> str:
+    """A markdown table of every variant (in the first study's order) x sampler across `results`
+    ({label: results.json}); `step` defaults to each study's final step (the late average's last)."""
+    labels = list(results)
+    steps = {k: step if step is not None else
+             (r['summary_late_average']['steps'][-1] if late else r['final_step']) for k, r in results.items()}
+    variants = list(dict.fromkeys(v for r in results.values() for v in r['variants']))
+    samplers = sorted({e['sampler'] for r in results.values() for e in summary_of(r, late)})
+    head = ['variant', 'sampler'] + [f'{k} {h}' for k in labels for h in ('FD (seeds)', 'Δ vs baseline [t 95%]')]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+    for v in variants:
+        for s in samplers:
+            cells = [c for k in labels for c in cell(entry_at(summary_of(results[k], late), v, s, steps[k]))]
+            lines.append(f'| {v} | {s} | ' + ' | '.join(cells) + ' |')
+    what = ('each seed\'s FD averaged over steps ' + ', '.join(
+        f'{k}: {results[k]["summary_late_average"]["steps"]}' for k in labels)) if late else \
+        'FD at step ' + ', '.join(f'{k}: {steps[k]}' for k in labels)
+    return (f'{what}; baseline ' + ', '.join(f'{k}: {results[k]["baseline"]}' for k in labels)
+            + '.\n\n' + '\n'.join(lines) + '\n')
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog='python -m lct_jax.study.compare', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('results', nargs='+', help='results.json files written by `python -m lct_jax.study report`')
+    p.add_argument('--step', type=int, default=None)
+    p.add_argument('--late', action='store_true', help='the late-average summaries instead of one step')
+    p.add_argument('--out', default='')
+    a = p.parse_args(argv)
+    results = {}
+    for path in a.results:
+        with open(path) as f:
+            r = json.load(f)
+        label = r.get('study') or os.path.basename(os.path.dirname(path))
+        while label in results:  # the same study twice (e.g. before and after more seeds)
+            label += "'"
+        results[label] = r
+    text = side_by_side(results, a.step, a.late)
+    if a.out:
+        with open(a.out, 'w') as f:
+            f.write(text)
+    print(text, end='')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
