@@ -251,7 +251,10 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
             step_fn.compile_for(state, first)
             parallel.barrier(f'lct_jax/train/step_compiled/{start}')
         while step < config.total_steps:
-            batch, first = (first, None) if first is not None else (device_batch(next(pipeline), mesh), None)
+            if first is not None:
+                batch, first = first, None
+            else:
+                batch = device_batch(next(pipeline), mesh)
             state, metrics = step_fn(state, batch)
             step += 1
             log_now = step % config.log_every == 0 or step == config.total_steps
