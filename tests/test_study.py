@@ -373,3 +373,34 @@ def test_compare_puts_the_same_variants_of_two_studies_side_by_side(tmp_path):
         json.dump(r, open(tmp_path / f'{i}.json', 'w'))
     assert compare.main([str(tmp_path / '0.json'), str(tmp_path / '1.json'), '--late', '--out', str(out)]) == 0
     assert open(out).read().startswith('each seed\'s FD averaged over steps pixel: [2000, 2500], latent: [2000, 2500]')
+
+
+# --- the committed studies -------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', ['pixel', 'latent'])
+def test_the_committed_study_files_plan_runs_whose_configs_build(name, tmp_path):
+    """docs/study/{pixel,latent}: every variant names a config that builds (a typo in a variant would
+    otherwise surface an hour into a study), and the latent study keeps the pixel study's seeds and
+    variants, so the two stay side by side."""
+    import importlib.util
+
+    from lct_jax.study.spec import ROOT as SPEC_ROOT
+    study = load_study(os.path.join(SPEC_ROOT, 'docs', 'study', name, f'study_{name}.py'))
+    runs = plan(study, str(tmp_path))
+    assert {(r.variant, r.seed) for r in runs} == {(v.name, s) for v in study.variants for s in study.seeds}
+    for r in runs:
+        path, _, arg = r.config.partition(':')
+        spec = importlib.util.spec_from_file_location('_cfg', os.path.join(SPEC_ROOT, path))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = module.get_config(arg)      # raises on an unknown variant name
+        for flag in r.flags + r.eval_flags:  # and every --config.a.b=v names a field that exists
+            node = config
+            for part in flag.split('=', 1)[0].removeprefix('--config.').split('.'):
+                assert part in node, f'{r.key}: {flag} names no config field'
+                node = node[part]
+    if name == 'latent':
+        pixel = load_study(os.path.join(SPEC_ROOT, 'docs', 'study', 'pixel', 'study_pixel.py'))
+        assert study.seeds == pixel.seeds and study.eval_steps == pixel.eval_steps
+        assert [v.name for v in study.variants][:len(pixel.variants)] == [v.name for v in pixel.variants]
+        assert [v.name for v in study.variants][len(pixel.variants):] == ['fixed_c']

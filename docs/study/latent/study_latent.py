@@ -1,7 +1,7 @@
 """The latent-space study: sLCT, iLCT and the one-technique ablations in the latent space of a
 small KL autoencoder trained on the digits (configs/digits_latent.py: 32x32x1 -> 8x8x4, the
 SD-VAE's factor-4 geometry at small scale), 3 seeds each; the same seeds and variants as the
-pixel study (docs/study/pixel/study_pixel.py).
+pixel study (docs/study/pixel/study_pixel.py), plus `fixed_c` (below).
 
     python -m lct_jax.study status docs/study/latent/study_latent.py   # what is done / running / missing
     python -m lct_jax.study run    docs/study/latent/study_latent.py   # prepare, train + evaluate, report
@@ -22,7 +22,11 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pixel'))
 sys.dont_write_bytecode = True  # no __pycache__ in docs/
-from study_pixel import SEEDS, STEPS, VARIANTS  # noqa: E402  the same variants and seeds
+from study_pixel import SEEDS, STEPS, VARIANTS as PIXEL_VARIANTS  # noqa: E402  the same variants and seeds
+
+# ... and one more, latent only: sLCT with iLCT's fixed c = c0 (0.00864 at d = 256) instead of the fitted
+# c(N), the direct test of the lead in docs/study/README.md (sLCT stops improving once c(N) < c0)
+VARIANTS = {**PIXEL_VARIANTS, 'fixed_c': 'fixed_c'}
 
 # the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, 400 steps at KL weight
 # 1e-6): ae_long, 2,400 steps, whose normalised latents have the heaviest tails measured (docs/study/README.md)
