@@ -253,7 +253,7 @@ def test_parallel_runs_are_pinned_to_disjoint_cpu_slices(tmp_path, monkeypatch):
     study = study_from_dict(TINY, 'tiny.json')
     held, seen, guard = set(), [], threading.Lock()
 
-    def fake_run_one(run, eval_steps=(), cpus=None):
+    def fake_run_one(run, eval_steps=(), cpus=None, pins=None):
         with guard:
             assert cpus not in held
             held.add(cpus)
@@ -373,6 +373,74 @@ def test_compare_puts_the_same_variants_of_two_studies_side_by_side(tmp_path):
         json.dump(r, open(tmp_path / f'{i}.json', 'w'))
     assert compare.main([str(tmp_path / '0.json'), str(tmp_path / '1.json'), '--late', '--out', str(out)]) == 0
     assert open(out).read().startswith('each seed\'s FD averaged over steps pixel: [2000, 2500], latent: [2000, 2500]')
+
+
+# --- pinned inputs ---------------------------------------------------------------------------
+
+def test_a_directory_digest_sees_a_flipped_byte_a_new_file_and_a_rename(tmp_path):
+    from lct_jax.models.autoencoder import file_sha256
+    from lct_jax.study import pins
+    d = tmp_path / 'inputs'
+    (d / 'sub').mkdir(parents=True)
+    (d / 'a.bin').write_bytes(b'\x00\x01\x02')
+    (d / 'sub' / 'b.txt').write_text('b')
+    first = pins.tree_sha256(str(d))
+    assert pins.tree_sha256(str(d)) == first and len(first) == 64
+    assert pins.tree_sha256(str(d / 'a.bin')) == file_sha256(str(d / 'a.bin'))
+    (d / 'a.bin').write_bytes(b'\x00\x01\x03')
+    flipped = pins.tree_sha256(str(d))
+    (d / 'a.bin').write_bytes(b'\x00\x01\x02')
+    assert flipped != first and pins.tree_sha256(str(d)) == first
+    (d / 'sub' / 'b.txt').rename(d / 'sub' / 'c.txt')
+    assert pins.tree_sha256(str(d)) not in (first, flipped)
+    (d / 'sub' / 'c.txt').rename(d / 'sub' / 'b.txt')
+    (d / 'extra').write_text('')
+    assert pins.tree_sha256(str(d)) != first
+    with pytest.raises(FileNotFoundError, match='nothing'):
+        pins.tree_sha256(str(tmp_path / 'nothing'))
+
+
+def test_runs_start_only_on_the_pinned_inputs_and_the_report_leaves_out_the_others(tmp_path, monkeypatch):
+    """A study pins an input: the runner refuses when it differs (naming it, before any command), records
+    the verified pins in each run it starts, refuses to resume a run started on other inputs, and the
+    report averages only runs that recorded the study's pins."""
+    from lct_jax.study import pins, runner
+    inputs = tmp_path / 'w' / 'inputs'
+    inputs.mkdir(parents=True)
+    (inputs / 'weights').write_bytes(b'weights v1')
+    digest = pins.tree_sha256(str(inputs))
+    study = study_from_dict(dict(TINY, pins={'{study_dir}/inputs': digest}), 'tiny.json')
+    runs = plan(study, str(tmp_path / 'w'))
+    calls = []
+
+    def fake_call(cmd, log_path, cpus=None):
+        calls.append(cmd)
+        wd = next(a.split('=', 1)[1] for a in cmd if a.startswith('--workdir='))
+        if '--mode=evaluate' in cmd:
+            fake_run(wd)
+        else:
+            fake_run(wd, evaluated=())
+        return 0
+
+    monkeypatch.setattr(runner, '_call', fake_call)
+    (inputs / 'weights').write_bytes(b'weights v2')                      # remade: not the study's input
+    with pytest.raises(pins.PinMismatch, match=r'(?s)inputs.*pinned ' + digest):
+        runner.run_study(study, str(tmp_path / 'w'))
+    assert calls == []
+    (inputs / 'weights').write_bytes(b'weights v1')
+    pins.record(runs[3].workdir, {'{study_dir}/inputs': 'f' * 64})       # started earlier on other inputs
+    outcome = runner.run_study(study, str(tmp_path / 'w'))
+    assert [outcome[r.key] for r in runs[:3]] == ['done'] * 3
+    assert outcome[runs[3].key].startswith('failed') and 'other inputs' in outcome[runs[3].key]
+    assert pins.recorded(runs[0].workdir) == {'{study_dir}/inputs': digest}
+    fake_run(runs[3].workdir)                                            # finished on the other inputs
+    shutil.rmtree(os.path.join(runs[2].workdir, 'study_logs'))           # finished, with no record
+    entries, _ = progress.progress_table(runs, ())
+    result = report.write_report(study, runs, entries, str(tmp_path / 'out'))
+    assert {(r['variant'], r['seed']) for r in result['runs']} == {('sLCT', 0), ('sLCT', 1)}
+    assert set(result['excluded_runs']) == {'iLCT/seed_0', 'iLCT/seed_1'}
+    md = open(tmp_path / 'out' / 'results.md').read()
+    assert 'iLCT/seed_1: trained on other inputs' in md and 'iLCT/seed_0: no record of its inputs' in md
 
 
 # --- the committed studies -------------------------------------------------------------------

@@ -7,6 +7,7 @@
   status     done / running / trained / partial / missing per run
   report     aggregate whatever has finished into --out (default: the study file's folder)
   launch     print the commands that send each run to its own slice: --target local|slurm|tpu
+  pins       the digests of the study's pinned inputs now, against the pinned ones (pins.py)
   export     copy the finished runs without checkpoints to --to (default: the study file's folder),
              a root that `report --workroot` reads and that `cp -r <to>/runs <workroot>/` resumes from
 
@@ -18,14 +19,15 @@ import argparse
 import os
 import sys
 
-from lct_jax.study import export, launch, progress, report, runner
+from lct_jax.study import export, launch, pins, progress, report, runner
 from lct_jax.study.spec import ROOT, load_study, plan
 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog='python -m lct_jax.study', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch', 'export'))
+    p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch', 'export',
+                                                 'pins'))
     p.add_argument('study', help='a study file (.py with a STUDY dict, or .json)')
     p.add_argument('--workroot', default='', help='where the runs live (default workdir/study/<name>)')
     p.add_argument('--out', default='', help='report folder (default: the study file\'s folder)')
@@ -82,6 +84,13 @@ def main(argv=None) -> int:
     if a.action == 'prepare':
         runner.prepare(study, study_dir)
         return 0
+    if a.action == 'pins':
+        now = pins.actual(study.pins, study_dir)
+        for path, digest in now.items():
+            print(f'{"ok      " if study.pins[path] == digest else "MISMATCH"} {path}: {digest}')
+        if not now:
+            print('the study pins no inputs')
+        return 0 if all(study.pins[p] == d for p, d in now.items()) else 1
     if a.action == 'run-one':
         if a.index is not None:
             if not 0 <= a.index < len(runs):
@@ -96,15 +105,16 @@ def main(argv=None) -> int:
             run = chosen[0]
         try:
             runner.prepare(study, study_dir)
-            runner.run_one(run, study.eval_steps)
-        except runner.RunFailed as e:
+            verified = pins.check(study.pins, study_dir) if study.pins else None
+            runner.run_one(run, study.eval_steps, pins=verified)
+        except (runner.RunFailed, pins.PinMismatch) as e:
             print(f'error: {e}', file=sys.stderr)
             return 1
         return 0
     if a.action == 'run':
         try:
             outcome = runner.run_study(study, study_dir, a.parallel, a.variants, a.seeds, a.cpus_per_run)
-        except runner.RunFailed as e:
+        except (runner.RunFailed, pins.PinMismatch) as e:
             print(f'error: {e}', file=sys.stderr)
             return 1
         failed = [k for k, v in outcome.items() if v.startswith('failed')]

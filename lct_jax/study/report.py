@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from lct_jax.study import aggregate
+from lct_jax.study import aggregate, pins
 from lct_jax.study.spec import Study
 
 
@@ -130,6 +130,14 @@ def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str,
     done = {(e['variant'], e['seed']) for e in progress_entries if e['state'] == 'done'}
     # Numbers come from finished runs only: a half-evaluated run would bias the later steps.
     rows = [r for r in rows if (r['variant'], r['seed']) in done]
+    # ... and from runs that read the study's pinned inputs (pins.py): the others are named, not averaged.
+    excluded = {}
+    if study.pins:
+        for r in runs:
+            got = pins.recorded(r.workdir)
+            if (r.variant, r.seed) in done and got != study.pins:
+                excluded[r.key] = 'no record of its inputs' if got is None else f'trained on other inputs: {got}'
+        rows = [r for r in rows if f"{r['variant']}/seed_{r['seed']}" not in excluded]
     summary = aggregate.summarise(rows, [v.name for v in study.variants], study.baseline)
     step = aggregate.final_step(rows)
     late_rows, late_steps = aggregate.late_average_rows(rows)
@@ -140,6 +148,7 @@ def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str,
               'demonstration': demonstration or None, 'final_step': step,
               'progress': [{k: e[k] for k in ('variant', 'seed', 'state', 'step', 'total_steps')}
                            for e in progress_entries],
+              'pins': dict(study.pins), 'excluded_runs': excluded,
               'runs': rows, 'summary': summary,
               'summary_late_average': {'steps': late_steps, 'summary': late}}
     os.makedirs(out_dir, exist_ok=True)
@@ -148,6 +157,9 @@ def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str,
     os.replace(os.path.join(out_dir, 'results.json.tmp'), os.path.join(out_dir, 'results.json'))
     with open(os.path.join(out_dir, 'results.md'), 'w') as f:
         f.write(markdown(study, summary, progress_entries, step, demonstration, late, late_steps))
+        if excluded:
+            f.write('\n## Left out: finished runs not trained on the study\'s pinned inputs\n\n'
+                    + ''.join(f'- {k}: {why}\n' for k, why in sorted(excluded.items())))
     if rows:
         plot_curves(summary, os.path.join(out_dir, 'curves.png'),
                     f'{study.name}' + (' (demonstration)' if demonstration else ''))

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from lct_jax.study import pins as pinning
 from lct_jax.study import progress
 from lct_jax.study.spec import ROOT, Run, Study, plan, prepare_commands
 
@@ -80,13 +81,19 @@ class RunFailed(RuntimeError):
     pass
 
 
-def run_one(run: Run, eval_steps=(), cpus=None) -> str:
+def run_one(run: Run, eval_steps=(), cpus=None, pins=None) -> str:
     """Train (or resume) and evaluate one run (on `cpus` if given); returns its final state.
-    Skips what is done."""
+    Skips what is done. `pins`: the study's verified pinned inputs, recorded into the run (a run
+    started on other inputs is refused, not resumed)."""
     state = progress.run_state(run.workdir, eval_steps)
     if state['state'] == 'running':
         _say(f'{run.key}: locked by a live job, left to it')
         return 'running'
+    if pins and state['state'] != 'done':
+        try:
+            pinning.record(run.workdir, pins)
+        except pinning.PinMismatch as e:
+            raise RunFailed(f'{run.key}: {e}') from None
     logs = os.path.join(run.workdir, 'study_logs')
     if state['state'] in ('missing', 'partial'):
         _say(f'{run.key}: training' + (f' (resuming from step {state["step"]})' if state['step'] else ''))
@@ -137,8 +144,10 @@ def select(runs: list[Run], variants=None, seeds=None) -> list[Run]:
 def run_study(study: Study, study_dir: str, parallel: int = 1, variants=None, seeds=None,
               cpus_per_run: int = 0) -> dict:
     """Every selected run, `parallel` at a time, each pinned to its own `cpus_per_run` CPUs if > 0;
-    {run key: final state or 'failed: ...'}."""
+    {run key: final state or 'failed: ...'}. Refuses to start (PinMismatch) unless every pinned input
+    is the study's."""
     prepare(study, study_dir)
+    pins = pinning.check(study.pins, study_dir) if study.pins else None
     runs = select(plan(study, study_dir), variants, seeds)
     free = queue.Queue()
     for cpus in (cpu_slices(max(parallel, 1), cpus_per_run) if cpus_per_run else [None] * max(parallel, 1)):
@@ -147,7 +156,7 @@ def run_study(study: Study, study_dir: str, parallel: int = 1, variants=None, se
     def one(r: Run) -> str:
         cpus = free.get()  # a slice no other running run holds
         try:
-            return run_one(r, study.eval_steps, cpus)
+            return run_one(r, study.eval_steps, cpus, pins)
         finally:
             free.put(cpus)
 

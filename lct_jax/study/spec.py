@@ -13,6 +13,7 @@ A study file is Python (a module-level dict `STUDY`) or JSON (the same dict):
         eval_steps=[500, 1000, 1500, 2000, 2500],       # checkpoints to evaluate ([] = the last only)
         eval_overrides=[],                      # evaluation only (e.g. fewer samples)
         prepare=[['python', '-m', 'lct_jax.main', ..., '--workdir={study_dir}/autoencoder']],
+        pins={'{root}/docs/study/latent/inputs/vae': '<sha256>'},   # inputs every run reads (pins.py)
     )
 
 Strings may name `{study_dir}` (the runs' root) and `{root}` (the repository).
@@ -49,6 +50,7 @@ class Study:
     eval_overrides: tuple = ()
     prepare: tuple = ()         # commands (lists of strings) run once, before any run
     source: str = ''            # the study file
+    pins: dict = dataclasses.field(default_factory=dict)  # {path: sha256} of inputs every run reads
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -85,7 +87,7 @@ def _as_variant(name: str, value) -> Variant:
 
 def study_from_dict(d: dict, source: str = '') -> Study:
     known = {'name', 'config', 'variants', 'seeds', 'baseline', 'overrides', 'eval_steps', 'eval_overrides',
-             'prepare', 'notes'}
+             'prepare', 'notes', 'pins'}
     unknown = set(d) - known
     if unknown:
         raise ValueError(f'{source or "study"}: unknown keys {sorted(unknown)}; valid: {sorted(known)}')
@@ -100,7 +102,8 @@ def study_from_dict(d: dict, source: str = '') -> Study:
                  baseline=baseline, overrides=tuple(d.get('overrides', ())),
                  eval_steps=tuple(int(s) for s in d.get('eval_steps', ())),
                  eval_overrides=tuple(d.get('eval_overrides', ())),
-                 prepare=tuple(tuple(c) for c in d.get('prepare', ())), source=source)
+                 prepare=tuple(tuple(c) for c in d.get('prepare', ())), source=source,
+                 pins=dict(d.get('pins', {})))
 
 
 def load_study(path: str) -> Study:

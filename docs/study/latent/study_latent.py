@@ -8,9 +8,21 @@ pixel study (docs/study/pixel/study_pixel.py), plus `fixed_c` (below).
     python -m lct_jax.study report docs/study/latent/study_latent.py   # aggregate whatever has finished
     python -m lct_jax.study launch docs/study/latent/study_latent.py --target=slurm
 
-`prepare` (once, before any run): train the autoencoder in <study_dir>/autoencoder, encode the
-1,797 digits with it into <study_dir>/latents (shared by every run, read only), and analyze
-the latents against the pixels (<study_dir>/autoencoder/analysis/). Every run: 2,500 steps at
+Inputs, committed and pinned: every run reads the autoencoder in docs/study/latent/inputs/vae and
+the 1,797 digits encoded with it in docs/study/latent/inputs/latents (read only). The study pins
+both by sha256 (PINS below; lct_jax/study/pins.py): the runner refuses to start or resume a run on
+other inputs, and the report leaves out any run that recorded other ones. Why committed rather
+than remade by a `prepare` step: the same config and seed retrained on another machine gave another
+autoencoder (docs/study/README.md, "Why the inputs are committed"). They were made by (W a scratch dir)
+
+    python -m lct_jax.main --config=configs/digits_latent.py:ae_long --workdir=$W --mode=train_autoencoder
+    python -m lct_jax.main --config=configs/digits_latent.py:ae_long --workdir=$W --mode=encode \
+        --config.autoencoder.weights=$W/vae --config.data.latent_dir=$W/latents
+    python -m lct_jax.main --config=configs/digits_latent.py:ae_long --workdir=$W --mode=analyze \
+        --config.autoencoder.weights=$W/vae --config.data.latent_dir=$W/latents
+
+then `cp -r $W/vae $W/latents docs/study/latent/inputs/`; the analysis is in docs/study/latent/analysis/.
+Every run: 2,500 steps at
 batch 64 on the per-element-normalised latents, checkpoints 500, ..., 2500 each evaluated with
 1-step and 2-step sampling (1,024 samples, EMA 0.99), decoded to 32x32 and measured by the
 Fréchet distance in the digits-MLP feature space (an MLP trained on the 32x32-upscaled real
@@ -32,8 +44,12 @@ VARIANTS = {**PIXEL_VARIANTS, 'fixed_c': 'fixed_c'}
 # 1e-6): ae_long, 2,400 steps, whose normalised latents have the heaviest tails measured (docs/study/README.md)
 AUTOENCODER = 'ae_long'
 CONFIG = 'configs/digits_latent.py' + (f':{AUTOENCODER}' if AUTOENCODER else '')
-SHARED = ['--config.autoencoder.weights={study_dir}/autoencoder/vae', '--config.data.latent_dir={study_dir}/latents']
-MAIN = ['python', '-m', 'lct_jax.main', f'--config={CONFIG}', '--workdir={study_dir}/autoencoder']
+INPUTS = '{root}/docs/study/latent/inputs'
+SHARED = [f'--config.autoencoder.weights={INPUTS}/vae', f'--config.data.latent_dir={INPUTS}/latents']
+PINS = {  # `python -m lct_jax.study pins docs/study/latent/study_latent.py` checks them
+    f'{INPUTS}/vae': 'c587b83cb9d40efb51b8f7ba6a2c497fd6fc6c18813dc87be937967320ef5124',
+    f'{INPUTS}/latents': 'edeb3fcaa6027961bb276e689439ba87cf7df341e74f14752ebbfaa29171e9e4',
+}
 
 STUDY = dict(
     name='latent',
@@ -43,7 +59,6 @@ STUDY = dict(
     baseline='sLCT',
     overrides=['--config.train.keep_period=500'] + SHARED,
     eval_steps=STEPS,
-    prepare=[MAIN + ['--mode=train_autoencoder'], MAIN + ['--mode=encode'] + SHARED,
-             MAIN + ['--mode=analyze'] + SHARED],
+    pins=PINS,
     notes='8x8x4 latents of a small KL autoencoder on the 32x32 digits; FD on decoded samples',
 )
