@@ -22,9 +22,9 @@ autoencoder (docs/study/README.md, "Why the inputs are committed"). They were ma
         --config.autoencoder.weights=$W/vae --config.data.latent_dir=$W/latents
 
 then `cp -r $W/vae $W/latents docs/study/latent/inputs/`; the analysis is in docs/study/latent/analysis/.
-Every run: 2,500 steps at
-batch 64 on the per-element-normalised latents, checkpoints 500, ..., 2500 each evaluated with
-1-step and 2-step sampling (1,024 samples, EMA 0.99), decoded to 32x32 and measured by the
+
+Every run: 2,500 steps at batch 64 on the per-element-normalised latents, checkpoints 500, ...,
+2500 each evaluated with 1-step and 2-step sampling (1,024 samples, EMA 0.99), decoded to 32x32 and measured by the
 Fréchet distance in the digits-MLP feature space (an MLP trained on the 32x32-upscaled real
 digits) against the decoded training latents (the autoencoder's reconstructions: the best
 the generator can reach through this decoder).
