@@ -400,6 +400,7 @@ def test_a_directory_digest_sees_a_flipped_byte_a_new_file_and_a_rename(tmp_path
         pins.tree_sha256(str(tmp_path / 'nothing'))
 
 
+@pytest.mark.faults
 def test_runs_start_only_on_the_pinned_inputs_and_the_report_leaves_out_the_others(tmp_path, monkeypatch):
     """A study pins an input: the runner refuses when it differs (naming it, before any command), records
     the verified pins in each run it starts, refuses to resume a run started on other inputs, and the
