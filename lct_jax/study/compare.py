@@ -67,12 +67,16 @@ def main(argv=None) -> int:
     p.add_argument('--step', type=int, default=None)
     p.add_argument('--late', action='store_true', help='the late-average summaries instead of one step')
     p.add_argument('--out', default='')
+    p.add_argument('--labels', nargs='+', default=None,
+                   help="one column label per results file (default: each study's name)")
     a = p.parse_args(argv)
+    if a.labels and len(a.labels) != len(a.results):
+        p.error(f'--labels: {len(a.labels)} labels for {len(a.results)} results files')
     results = {}
-    for path in a.results:
+    for i, path in enumerate(a.results):
         with open(path) as f:
             r = json.load(f)
-        label = r.get('study') or os.path.basename(os.path.dirname(path))
+        label = a.labels[i] if a.labels else (r.get('study') or os.path.basename(os.path.dirname(path)))
         while label in results:  # the same study twice (e.g. before and after more seeds)
             label += "'"
         results[label] = r
