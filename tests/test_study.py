@@ -477,3 +477,33 @@ def test_the_committed_study_files_plan_runs_whose_configs_build(name, tmp_path)
         assert study.seeds == pixel.seeds and study.eval_steps == pixel.eval_steps
         assert [v.name for v in study.variants][:len(pixel.variants)] == [v.name for v in pixel.variants]
         assert [v.name for v in study.variants][len(pixel.variants):] == ['fixed_c']
+
+
+def test_pool_pairs_within_each_report_and_puts_every_replicate_in_one_interval(tmp_path):
+    """Two reports of one study with the same seeds 0-2: 6 replicates, not 3; each difference taken
+    within its own report (report b's +100 offset cancels); one t interval over the 6."""
+    from lct_jax.study import pool
+
+    def report_of(offset, deltas):
+        runs = []
+        for seed, d in enumerate(deltas):
+            for step, extra in ((500, 50.0), (1000, 0.0)):
+                runs.append(dict(variant='base', seed=seed, sampler='1-step', step=step, fd=offset + seed + extra))
+                runs.append(dict(variant='new', seed=seed, sampler='1-step', step=step, fd=offset + seed + extra + d))
+        return {'study': 'one', 'baseline': 'base', 'variants': {'base': {}, 'new': {}}, 'runs': runs}
+
+    a, b = report_of(0.0, [1.0, 2.0, 3.0]), report_of(100.0, [2.0, 3.0, 4.0])
+    deltas = np.array([1.0, 2.0, 3.0, 2.0, 3.0, 4.0])
+    rows, step = pool.pooled_rows({'a': a, 'b': b})
+    assert step == 1000 and len({r['seed'] for r in rows}) == 6
+    text = pool.pooled_table({'a': a, 'b': b})
+    half = 2.570582 * deltas.std(ddof=1) / np.sqrt(6)              # t_{5, 0.975}
+    row = next(line for line in text.splitlines() if line.startswith('| new |'))
+    assert row == (f'| new | 1-step | 6 | {np.mean([1, 3, 5, 102, 104, 106]):.2f} ± '
+                   f'{np.std([1, 3, 5, 102, 104, 106], ddof=1):.2f} | +2.50 | '
+                   f'[{2.5 - half:+.2f}, {2.5 + half:+.2f}] | higher FD | +2.00 (3) | +3.00 (3) |')
+    assert pool.pooled_table({'a': a, 'b': b}, step=500).startswith('FD at step 500')
+    json.dump(a, open(tmp_path / 'a.json', 'w'))
+    json.dump(b, open(tmp_path / 'b.json', 'w'))
+    assert pool.main([str(tmp_path / 'a.json'), str(tmp_path / 'b.json'), '--late', '--out', str(tmp_path / 'p.md')]) == 0
+    assert '| new | 1-step | 6 |' in open(tmp_path / 'p.md').read()   # the late average keeps the offsets paired
