@@ -115,6 +115,7 @@ def test_report_uses_finished_runs_and_names_the_rest(tmp_path):
     assert len(result['runs']) == 6 and set(result['runs'][0]) >= {'variant', 'seed', 'sampler', 'step', 'fd'}
     md = open(tmp_path / 'out' / 'results.md').read()
     assert 'iLCT/seed 1 (missing)' in md and '| sLCT | 1-step | 2 | 10.000 ± 0.000 |' in md
+    assert '| iLCT | 1-step | 1 | 10.000 ± – |' in md          # one seed: no spread to show
     assert os.path.getsize(tmp_path / 'out' / 'curves.png') > 1000
     assert json.load(open(tmp_path / 'out' / 'results.json'))['final_step'] == 10
 

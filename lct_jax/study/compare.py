@@ -31,7 +31,7 @@ def cell(e: dict | None) -> tuple[str, str]:
     """('FD mean ± std (n)', 'Δ [t 95%] reading') of one summary entry, '–' where absent."""
     if e is None or not e.get('n'):
         return '–', '–'
-    fd = f'{_fmt(e["mean"], 2)} ± {_fmt(e["std"], 2)} ({e["n"]})'
+    fd = f'{_fmt(e["mean"], 2)} ± {_fmt(e["std"], 2) if e["n"] > 1 else "–"} ({e["n"]})'  # no spread from one seed
     d = e.get('vs_baseline')
     if not d:
         return fd, '–'

@@ -35,7 +35,7 @@ def _table(summary: list[dict], step) -> list[str]:
              '|---|---|---|---|---|---|---|---|---|']
     for e in (e for e in summary if e['step'] == step):
         d = e.get('vs_baseline')
-        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_fmt(e["mean"])} ± {_fmt(e["std"])} | '
+        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_fmt(e["mean"])} ± {_fmt(e["std"]) if e["n"] > 1 else "–"} | '
                      f'{_interval(e)} | {_fmt(d["mean"]) if d else "–"} | {_interval(d) if d else "–"} | '
                      f'{_interval(d, "t95") if d else "–"} | {_verdict(d)} |')
     return lines
