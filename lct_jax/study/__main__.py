@@ -26,8 +26,7 @@ from lct_jax.study.spec import ROOT, load_study, plan
 def parse(argv):
     p = argparse.ArgumentParser(prog='python -m lct_jax.study', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch', 'export',
-                                                 'pins'))
+    p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch', 'export', 'pins'))
     p.add_argument('study', help='a study file (.py with a STUDY dict, or .json)')
     p.add_argument('--workroot', default='', help='where the runs live (default workdir/study/<name>)')
     p.add_argument('--out', default='', help='report folder (default: the study file\'s folder)')
@@ -85,12 +84,13 @@ def main(argv=None) -> int:
         runner.prepare(study, study_dir)
         return 0
     if a.action == 'pins':
-        now = pins.actual(study.pins, study_dir)
-        for path, digest in now.items():
-            print(f'{"ok      " if study.pins[path] == digest else "MISMATCH"} {path}: {digest}')
-        if not now:
+        wrong = 0
+        for path, digest in pins.actual(study.pins, study_dir).items():
+            wrong += digest != study.pins[path]
+            print(f'{"MISMATCH" if digest != study.pins[path] else "ok      "} {path}: {digest}')
+        if not study.pins:
             print('the study pins no inputs')
-        return 0 if all(study.pins[p] == d for p, d in now.items()) else 1
+        return 1 if wrong else 0
     if a.action == 'run-one':
         if a.index is not None:
             if not 0 <= a.index < len(runs):
@@ -105,8 +105,7 @@ def main(argv=None) -> int:
             run = chosen[0]
         try:
             runner.prepare(study, study_dir)
-            verified = pins.check(study.pins, study_dir) if study.pins else None
-            runner.run_one(run, study.eval_steps, pins=verified)
+            runner.run_one(run, study.eval_steps, pins=pins.check(study.pins, study_dir))
         except (runner.RunFailed, pins.PinMismatch) as e:
             print(f'error: {e}', file=sys.stderr)
             return 1

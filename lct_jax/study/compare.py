@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from lct_jax.study.report import _fmt, _verdict
+from lct_jax.study.report import _mean_std, _signed_delta, _verdict
 
 
 def summary_of(result: dict, late: bool) -> list[dict]:
@@ -31,12 +31,12 @@ def cell(e: dict | None) -> tuple[str, str]:
     """('FD mean ± std (n)', 'Δ [t 95%] reading') of one summary entry, '–' where absent."""
     if e is None or not e.get('n'):
         return '–', '–'
-    fd = f'{_fmt(e["mean"], 2)} ± {_fmt(e["std"], 2) if e["n"] > 1 else "–"} ({e["n"]})'  # no spread from one seed
+    fd = f'{_mean_std(e, 2)} ({e["n"]})'
     d = e.get('vs_baseline')
     if not d:
         return fd, '–'
-    t = f'[{d["t95"][0]:+.2f}, {d["t95"][1]:+.2f}]' if 't95' in d else '–'
-    return fd, f'{d["mean"]:+.2f} {t} {_verdict(d)}'
+    mean, t = _signed_delta(d)
+    return fd, f'{mean} {t} {_verdict(d)}'
 
 
 def side_by_side(results: dict[str, dict], step: int | None = None, late: bool = False) -> str:
@@ -72,20 +72,29 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.labels and len(a.labels) != len(a.results):
         p.error(f'--labels: {len(a.labels)} labels for {len(a.results)} results files')
+    emit(side_by_side(read_results(a.results, a.labels), a.step, a.late), a.out)
+    return 0
+
+
+def read_results(paths: list[str], labels: list[str] | None = None) -> dict[str, dict]:
+    """{label: results.json}: the given labels, or each study's name (primed when repeated)."""
     results = {}
-    for i, path in enumerate(a.results):
+    for i, path in enumerate(paths):
         with open(path) as f:
             r = json.load(f)
-        label = a.labels[i] if a.labels else (r.get('study') or os.path.basename(os.path.dirname(path)))
+        label = labels[i] if labels else (r.get('study') or os.path.basename(os.path.dirname(path)))
         while label in results:  # the same study twice (e.g. before and after more seeds)
             label += "'"
         results[label] = r
-    text = side_by_side(results, a.step, a.late)
-    if a.out:
-        with open(a.out, 'w') as f:
+    return results
+
+
+def emit(text: str, out: str = '') -> None:
+    """Print a table, and write it to `out` if given."""
+    if out:
+        with open(out, 'w') as f:
             f.write(text)
     print(text, end='')
-    return 0
 
 
 if __name__ == '__main__':

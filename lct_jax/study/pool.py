@@ -15,11 +15,11 @@ it is. FD means pooled across reports mix scales and are shown only for complete
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from lct_jax.study import aggregate
-from lct_jax.study.report import _fmt, _verdict
+from lct_jax.study.compare import emit, read_results
+from lct_jax.study.report import _mean_std, _signed_delta, _verdict
 
 
 def pooled_rows(results: dict[str, dict], late: bool = False, step: int | None = None) -> tuple[list[dict], int]:
@@ -49,23 +49,17 @@ def pooled_table(results: dict[str, dict], step: int | None = None, late: bool =
     summary = aggregate.summarise(rows, variants, baseline)
     head = ['variant', 'sampler', 'replicates', 'FD mean ± std (mixed scales)', 'pooled Δ vs ' + baseline,
             'Δ t 95%', 'Δ reads'] + [f'Δ {k} (n)' for k in labels]
+    # each report's own paired differences, {(label, variant, sampler): vs_baseline}, computed once
+    own = {(k, x['variant'], x['sampler']): x.get('vs_baseline') for k in labels
+           for x in aggregate.summarise([r for r in rows if r['report'] == k], variants, baseline)}
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for e in summary:
         d = e.get('vs_baseline')
-        own = []
+        cells = [*_signed_delta(d), _verdict(d)] if d else ['–', '–', '–']
         for k in labels:
-            ds = [r for r in rows if r['report'] == k]
-            per = aggregate.summarise(ds, variants, baseline)
-            pe = next((x for x in per if x['variant'] == e['variant'] and x['sampler'] == e['sampler']), None)
-            pd = pe.get('vs_baseline') if pe else None
-            own.append(f'{pd["mean"]:+.2f} ({pd["n"]})' if pd else '–')
-        if d:
-            t = f'[{d["t95"][0]:+.2f}, {d["t95"][1]:+.2f}]' if 't95' in d else '–'
-            cells = [f'{d["mean"]:+.2f}', t, _verdict(d)]
-        else:
-            cells = ['–', '–', '–']
-        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_fmt(e["mean"], 2)} ± {_fmt(e["std"], 2)} | '
-                     + ' | '.join(cells + own) + ' |')
+            pd = own.get((k, e['variant'], e['sampler']))
+            cells.append(f'{pd["mean"]:+.2f} ({pd["n"]})' if pd else '–')
+        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_mean_std(e, 2)} | ' + ' | '.join(cells) + ' |')
     what = (f'each replicate\'s FD averaged over its last two evaluated steps (the later: {final})' if late
             else f'FD at step {final}')
     return (f'{what}; replicates = (report, seed) over {", ".join(labels)}; Δ paired within each replicate, '
@@ -84,15 +78,7 @@ def main(argv=None) -> int:
     labels = a.labels or [chr(ord('a') + i) for i in range(len(a.results))]
     if len(labels) != len(a.results):
         p.error(f'--labels: {len(labels)} labels for {len(a.results)} results files')
-    results = {}
-    for label, path in zip(labels, a.results):
-        with open(path) as f:
-            results[label] = json.load(f)
-    text = pooled_table(results, a.step, a.late)
-    if a.out:
-        with open(a.out, 'w') as f:
-            f.write(text)
-    print(text, end='')
+    emit(pooled_table(read_results(a.results, labels), a.step, a.late), a.out)
     return 0
 
 

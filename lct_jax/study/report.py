@@ -17,6 +17,17 @@ def _fmt(x, digits: int = 3) -> str:
     return '–' if x is None else f'{x:.{digits}f}'
 
 
+def _mean_std(e: dict, digits: int = 3) -> str:
+    """'mean ± std' of a summary entry; one seed has no spread to show."""
+    return f'{_fmt(e["mean"], digits)} ± {_fmt(e["std"], digits) if e["n"] > 1 else "–"}'
+
+
+def _signed_delta(d: dict) -> tuple[str, str]:
+    """('+m.mm', '[+lo, +hi]') of a paired difference: its mean and Student-t interval."""
+    t = f'[{d["t95"][0]:+.2f}, {d["t95"][1]:+.2f}]' if 't95' in d else '–'
+    return f'{d["mean"]:+.2f}', t
+
+
 def _interval(d: dict, key: str = 'ci95') -> str:
     return f'[{_fmt(d[key][0])}, {_fmt(d[key][1])}]' if d.get('n') and key in d else '–'
 
@@ -35,7 +46,7 @@ def _table(summary: list[dict], step) -> list[str]:
              '|---|---|---|---|---|---|---|---|---|']
     for e in (e for e in summary if e['step'] == step):
         d = e.get('vs_baseline')
-        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_fmt(e["mean"])} ± {_fmt(e["std"]) if e["n"] > 1 else "–"} | '
+        lines.append(f'| {e["variant"]} | {e["sampler"]} | {e["n"]} | {_mean_std(e)} | '
                      f'{_interval(e)} | {_fmt(d["mean"]) if d else "–"} | {_interval(d) if d else "–"} | '
                      f'{_interval(d, "t95") if d else "–"} | {_verdict(d)} |')
     return lines
@@ -131,13 +142,14 @@ def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str,
     # Numbers come from finished runs only: a half-evaluated run would bias the later steps.
     rows = [r for r in rows if (r['variant'], r['seed']) in done]
     # ... and from runs that read the study's pinned inputs (pins.py): the others are named, not averaged.
-    excluded = {}
+    excluded, left_out = {}, set()
     if study.pins:
         for r in runs:
             got = pins.recorded(r.workdir)
             if (r.variant, r.seed) in done and got != study.pins:
                 excluded[r.key] = 'no record of its inputs' if got is None else f'trained on other inputs: {got}'
-        rows = [r for r in rows if f"{r['variant']}/seed_{r['seed']}" not in excluded]
+                left_out.add((r.variant, r.seed))
+        rows = [r for r in rows if (r['variant'], r['seed']) not in left_out]
     summary = aggregate.summarise(rows, [v.name for v in study.variants], study.baseline)
     step = aggregate.final_step(rows)
     late_rows, late_steps = aggregate.late_average_rows(rows)

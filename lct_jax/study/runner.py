@@ -147,7 +147,7 @@ def run_study(study: Study, study_dir: str, parallel: int = 1, variants=None, se
     {run key: final state or 'failed: ...'}. Refuses to start (PinMismatch) unless every pinned input
     is the study's."""
     prepare(study, study_dir)
-    pins = pinning.check(study.pins, study_dir) if study.pins else None
+    pins = pinning.check(study.pins, study_dir)  # {} when the study pins nothing
     runs = select(plan(study, study_dir), variants, seeds)
     free = queue.Queue()
     for cpus in (cpu_slices(max(parallel, 1), cpus_per_run) if cpus_per_run else [None] * max(parallel, 1)):
