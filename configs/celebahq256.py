@@ -19,6 +19,8 @@ per-step costs measured on CPU.
 """
 from configs import base, variants
 
+VARIANTS = variants.PAPER_VARIANTS  # what `--mode=variants` lists and get_config accepts
+
 
 def get_config(arg=''):
     c = base.get_config()

@@ -20,10 +20,23 @@ small DiT in place of the UNet (patch 2 on the 8x8 digits: 16 tokens; lct_jax/mo
 `dit_cond`: that DiT class-conditional on the digits' 10 labels (label dropout 0.1 to the null
 class; grids per class; sample i is of class i mod 10).
 """
-from configs import base
+from configs import base, variants
 
 
 STUDY_VARIANTS = ('ilct', 'no_ot', 'no_diffusion', 'huber', 'fixed_c', 'group_norm')
+# name -> one line: what `--mode=variants` lists and get_config accepts.
+VARIANTS = {
+    'smoke': '20 steps at batch 16 (the tests\' run)',
+    'ilct': 'the iLCT baseline: Pseudo-Huber with iCT\'s fixed c, no OT, no diffusion loss, GroupNorm',
+    'no_ot': 'sLCT without the OT coupling (independent noise)',
+    'no_diffusion': 'sLCT without the early-timestep diffusion loss',
+    'huber': 'sLCT with Pseudo-Huber in place of Cauchy',
+    'fixed_c': 'sLCT with iCT\'s fixed c0 in place of the scaling-c schedule',
+    'group_norm': 'sLCT with GroupNorm in place of Non-scaling LayerNorm',
+    'ldm': 'the LDM-8† baseline: the same UNet trained as an EDM diffusion model, Euler 250 NFE',
+    'dit': 'a small DiT (4 blocks, width 128, patch 2) in place of the UNet',
+    'dit_cond': 'that DiT class-conditional on the 10 digits (label dropout 0.1, grids per class)',
+}
 # A small DiT for the 8x8x1 digits: 16 tokens of 2x2 patches.
 DIGITS_DIT = dict(patch_size=2, hidden_size=128, depth=4, num_heads=4, mlp_ratio=4.0)
 
@@ -50,9 +63,8 @@ def get_config(variant: str = ''):
     c.evaluation.update(features='digits_mlp', pr_features='digits_mlp', paper_fid_1step=0.0,
                         paper_fid_2step=0.0, paper_recall_1step=0.0, paper_recall_2step=0.0, dataset='digits')
     for name in [v for v in variant.split(',') if v]:
-        if name not in STUDY_VARIANTS + ('smoke', 'ldm', 'dit', 'dit_cond'):
-            raise ValueError(f'unknown variant {name!r}; valid: '
-                             f'{("smoke", "ldm", "dit", "dit_cond") + STUDY_VARIANTS}')
+        if name not in VARIANTS:
+            raise variants.unknown_variant_error(name, VARIANTS)
         if name in ('dit', 'dit_cond'):
             c.model.kind = 'dit'
             c.model.dit.update(DIGITS_DIT)

@@ -26,7 +26,7 @@ latent tails measured, the latent study's setting) and `ae_smoke` (a few autoenc
 """
 import ml_collections
 
-from configs import default
+from configs import default, variants
 
 LATENT = dict(img_resolution=8, in_channels=4, out_channels=4)
 # d = 8 * 8 * 4 = 256 latent elements: iCT's c0 = 0.00054 * sqrt(d) = 0.00864 (spec §6-7).
@@ -35,10 +35,22 @@ KL_WEIGHTS = {'kl_sd': 1e-6, 'kl_1e-4': 1e-4, 'kl_1e-3': 1e-3}
 # ae_long: the autoencoder trained 6x longer (2,400 steps, 43 epochs): the setting whose normalised latents
 # have the heaviest tails measured here (excess kurtosis 1.98 vs 0.44; docs/study/README.md)
 AE_LONG = dict(steps=2400, log_every=200, checkpoint_every=400)
+# name -> one line: what `--mode=variants` lists and get_config accepts (default.py's and these).
+VARIANTS = {
+    **default.VARIANTS,
+    'kl_sd': "the autoencoder's KL weight at SD's 1e-6 (the default here)",
+    'kl_1e-4': 'autoencoder KL weight 1e-4 (a stronger pull: more Gaussian latents)',
+    'kl_1e-3': 'autoencoder KL weight 1e-3',
+    'ae_long': '2,400 autoencoder steps: the heaviest latent tails measured (the latent study)',
+    'ae_smoke': 'a few autoencoder steps (the tests)',
+}
 
 
 def get_config(variant: str = ''):
     names = [v for v in variant.split(',') if v]
+    for name in names:
+        if name not in VARIANTS:
+            raise variants.unknown_variant_error(name, VARIANTS)
     own = [n for n in names if n in KL_WEIGHTS or n in ('ae_smoke', 'ae_long')]
     c = default.get_config(','.join(n for n in names if n not in own))
     c.unlock()

@@ -13,6 +13,8 @@ Hardware / wall time: as configs/celebahq256.py.
 """
 from configs import base, variants
 
+VARIANTS = variants.PAPER_VARIANTS  # what `--mode=variants` lists and get_config accepts
+
 
 def get_config(arg=''):
     c = base.get_config()

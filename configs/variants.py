@@ -120,11 +120,35 @@ def apply_dit(c, name):
                         paper_recall_1step=0.0, paper_recall_2step=0.0)
 
 
+def _describe_changes(changes: dict) -> str:
+    return ', '.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}' for k, v in changes.items())
+
+
+# name -> one line: what `--mode=variants` lists for the paper-run configs, and what get_config accepts.
+PAPER_VARIANTS = {
+    'ilct': 'the iLCT baseline: Pseudo-Huber with iCT\'s fixed c, no OT, no diffusion loss, GroupNorm',
+    'ldm': 'the LDM-8† baseline: the same UNet trained as an EDM latent diffusion model, Euler 250 NFE',
+    'smoke': 'shrink any run to 20 CPU steps on the packaged digits (combine: ilct,smoke)',
+    **{name: f'ablation: {_describe_changes(changes)} (authors\' CelebA-HQ 1-NFE FID {fid})'
+       for name, (changes, fid) in ABLATIONS.items()},
+    **{name: f'post-paper: a DiT-{size} backbone in place of the UNet'
+       for name, size in DIT_VARIANTS.items()},
+}
+
+
+def unknown_variant_error(name: str, valid) -> ValueError:
+    """One sentence for a variant a config does not have, with the nearest valid name."""
+    import difflib
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    hint = f' (did you mean {close[0]!r}?)' if close else ''
+    return ValueError(f'unknown config variant {name!r}{hint}. Valid: {", ".join(valid)} '
+                      f'(--mode=variants lists them with what each does)')
+
+
 def apply_variants(c, arg, ilct_numbers):
     """Apply 'ilct', 'ldm', an ablation name, a DiT backbone ('dit_b2', ...) and/or 'smoke'
     (comma-separated) to config c."""
     names = [a for a in (arg or '').split(',') if a]
-    valid = ['ilct', 'ldm', 'smoke'] + sorted(ABLATIONS) + sorted(DIT_VARIANTS)
     for name in names:
         if name == 'ilct':
             apply_ilct(c, *ilct_numbers)
@@ -135,7 +159,7 @@ def apply_variants(c, arg, ilct_numbers):
         elif name in ABLATIONS:
             apply_ablation(c, name)
         elif name != 'smoke':
-            raise ValueError(f'unknown config variant {name!r}; valid: {valid}')
+            raise unknown_variant_error(name, PAPER_VARIANTS)
     if 'smoke' in names:
         apply_smoke(c)
     c.evaluation.run_name = c.evaluation.run_name + (':' + arg if arg else '')

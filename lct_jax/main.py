@@ -10,9 +10,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from lct_jax import command_line
 from lct_jax.cache_dirs import cache_root
 
-MODES = ('train', 'encode', 'sample', 'evaluate', 'analyze', 'train_autoencoder')
+MODES = ('train', 'encode', 'sample', 'evaluate', 'analyze', 'train_autoencoder', 'variants')
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]).',
@@ -36,7 +37,7 @@ flags.DEFINE_string('compilation_cache_dir', None, 'JAX\'s persistent compilatio
                     'once are reused by later runs, resumes and evaluations of the same shapes. Default: '
                     '$JAX_COMPILATION_CACHE_DIR if set, else <lct_jax cache>/xla (lct_jax/cache_dirs.py); '
                     '"" turns it off.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])  # --workdir too, except for --mode=variants (parse_flags)
 
 
 def set_compilation_cache(value: str | None) -> str:
@@ -57,6 +58,9 @@ def set_compilation_cache(value: str | None) -> str:
 
 def main(argv):
     del argv
+    if FLAGS.mode == 'variants':  # a listing: no JAX, no work directory
+        print(command_line.variants_listing(command_line.config_arg(sys.argv[1:]).partition(':')[0]))
+        return
     logging.set_verbosity(logging.WARNING)  # Orbax logs every file it writes at INFO
     import jax
     if FLAGS.num_cpu_devices:
@@ -97,14 +101,22 @@ def run(config, workdir, mode, checkpoint='', allow_config_change=False, overrid
         print(f'lct_jax {mode}: {jax.process_count()} process(es), {jax.device_count()} '
               f'{jax.default_backend()} device(s), workdir {workdir}', flush=True)
     if mode == 'train':
-        from lct_jax.train.loop import train
+        from lct_jax.train.loop import latest_saved_step, train
+        done = latest_saved_step(workdir)
+        if done is not None and done >= config.total_steps:  # nothing to do: write nothing
+            if jax.process_index() == 0:
+                print(f'{workdir}: already at step {done} of {config.total_steps}: nothing to train; '
+                      f'to continue, raise --config.total_steps (with {"--allow_config_change"}, '
+                      'which records the change in run.json)', flush=True)
+            return
         with WriterSession(workdir, config, allow_config_change, lock_stale_seconds) as session:
             metrics = train(config, workdir, on_start=session.on_start)
             final = metrics.get('final_step')
             session.finish(final, 'finished' if final == config.total_steps else 'stopped by signal')
         if jax.process_index() == 0:
-            print(f'done: step {final}, loss {metrics.get("loss", float("nan")):.4g}, '
-                  f'compiled train step {metrics.get("trace_count")} time(s)', flush=True)
+            loss = f', loss {float(metrics["loss"]):.4g}' if 'loss' in metrics else ''
+            print(f'done: step {final}{loss}, compiled train step {metrics.get("trace_count")} time(s)',
+                  flush=True)
     elif mode == 'encode':
         from lct_jax.cli import encode
         with WriterSession(workdir, None, stale_after_s=lock_stale_seconds):
@@ -122,69 +134,46 @@ def run(config, workdir, mode, checkpoint='', allow_config_change=False, overrid
             train_autoencoder(config, workdir)
 
 
-def _unknown_key_message(argv) -> str | None:
-    """For `--config.a.b=v` overrides naming keys the config lacks: which key, and the valid ones."""
-    import importlib.util
-    spec_arg = _config_arg(argv)
-    if spec_arg is None:
-        return None
-    path, _, arg = spec_arg.partition(':')
-    spec = importlib.util.spec_from_file_location('_lct_config', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
-    for a in argv:
-        if not a.startswith('--config.'):
-            continue
-        node, keys = config, a[len('--config.'):].split('=', 1)[0].split('.')
-        for depth, key in enumerate(keys):
-            if not hasattr(node, 'keys') or key not in node.keys():
-                where = '.'.join(keys[:depth]) or 'the top level'
-                valid = sorted(node.keys()) if hasattr(node, 'keys') else []
-                return f'unknown config key {".".join(keys)!r}: {where} has no {key!r}; valid keys: {valid}'
-            node = node[key]
-    return None
-
-
-def _config_arg(argv) -> str | None:
-    """The value of --config (file[:variant]), however it was written."""
-    value = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
-    if value is None and '--config' in argv and argv.index('--config') + 1 < len(argv):
-        value = argv[argv.index('--config') + 1]
-    return value
-
-
-def make_config_package_importable(argv) -> None:
-    """Let a config file's `from configs import base` find its own siblings, from any directory.
-
-    Config files are named by path, and import their base by package name; the
-    package's parent goes first on sys.path so that name means the package the
-    file sits in (not whatever the working directory or an install provides).
-    """
-    value = _config_arg(argv)
-    if not value:
-        return
-    folder = os.path.dirname(os.path.abspath(value.partition(':')[0]))
-    while os.path.isfile(os.path.join(folder, '__init__.py')):
-        folder = os.path.dirname(folder)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-
-
 def parse_flags(argv):
-    """absl's flag parsing, with one-line errors for unknown config keys and bad values."""
-    make_config_package_importable(argv[1:])
+    """absl's flag parsing, with a help that exits 0 and one-line errors (with the nearest valid
+    name) for unknown config keys and variants, and for bad values."""
+    args = argv[1:]
+    command_line.make_config_package_importable(args)
+    if command_line.wants_help(args):
+        print(command_line.help_text(FLAGS))
+        sys.exit(0)
     try:
-        return FLAGS(argv)
+        message = command_line.unknown_variant_message(args)
+    except Exception:  # noqa: BLE001 - the config file's own error comes from the parse below
+        message = None
+    if message:
+        print(f'error: {message}', file=sys.stderr)
+        sys.exit(2)
+    try:
+        rest = FLAGS(argv)
     except flags.Error as e:
-        print(f'error: {e}', file=sys.stderr)
+        print(f'error: {_first_paragraph(str(e))}', file=sys.stderr)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         try:
-            message = _unknown_key_message(argv[1:])
+            message = command_line.unknown_key_message(args)
         except Exception:  # noqa: BLE001 - fall back to the library's own message
             message = None
         print(f'error: {message or str(e).strip(chr(39))}', file=sys.stderr)
+    else:
+        if FLAGS.mode != 'variants' and not FLAGS.workdir:
+            print(f'error: --workdir is required for --mode={FLAGS.mode} (see --help)', file=sys.stderr)
+            sys.exit(2)
+        return rest
     sys.exit(2)
+
+
+def _first_paragraph(text: str) -> str:
+    """absl's message without a traceback that ml_collections may have pasted into it (a config
+    file's own error): its first line and, if there is one, the exception's last line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if any(line.startswith('Traceback') for line in lines):
+        return f'{lines[0]} {lines[-1]}'
+    return text
 
 
 if __name__ == '__main__':

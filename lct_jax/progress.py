@@ -29,6 +29,10 @@ class Progress:
         self._last = 0.0
         self.enabled = enabled
 
+    def restart_clock(self, done: int) -> None:
+        """Measure the rate (and so the ETA) from here: e.g. after a first step that compiled."""
+        self.start_done, self.t0 = done, time.time()
+
     def line(self, done: int, extra: str = '') -> str:
         elapsed = max(time.time() - self.t0, 1e-9)
         rate = (done - self.start_done) / elapsed

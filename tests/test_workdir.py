@@ -423,6 +423,17 @@ def test_sample_uses_the_run_record_takes_no_lock_and_names_a_mismatch(killed_an
 
 
 @pytest.mark.faults
+def test_a_launch_on_a_finished_run_says_so_and_writes_nothing(killed_and_resumed, tmp_path):
+    wd = copy_of(killed_and_resumed, tmp_path)
+    before = snapshot(wd)
+    out = main_run(wd, *FLAGS)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 'already at step 40 of 40: nothing to train' in out.stdout and '--config.total_steps' in out.stdout
+    assert 'nan' not in out.stdout + out.stderr and 'resumed from' not in out.stdout
+    assert snapshot(wd) == before  # run.json, metrics.jsonl, checkpoints, events: byte-identical
+    assert {'run.json', 'metrics.jsonl', 'config.json'} <= set(before)
+
+
 def test_encode_is_covered_by_the_lock(tmp_path):
     wd = str(tmp_path / 'run')
     with WorkdirLock(wd):
