@@ -32,8 +32,10 @@ def save_image(path: str, image: np.ndarray, quality: int = 75) -> None:
         img.save(path)
 
 
-def save_grid(path: str, images: np.ndarray, min_size: int = 256) -> None:
-    h = images.shape[1]
+def save_grid(path: str, images: np.ndarray, min_size: int = 512) -> None:
+    """A grid PNG at least `min_size` px wide: small images (8x8 digits) are scaled up by an
+    integer factor, nearest-neighbour, so each pixel stays a sharp square one can judge."""
     cols = int(math.ceil(math.sqrt(len(images))))
-    upscale = max(1, min_size // (cols * (h + 2)))
+    width = cols * (images.shape[2] + 2) + 2
+    upscale = max(1, math.ceil(min_size / width))
     save_image(path, grid(images, cols, upscale=upscale))

@@ -98,6 +98,8 @@ def slct_loss(params, apply_fn, x, z, key, step, obj: Objective, train: bool = T
     else:
         diff = jnp.float32(0.0)
     loss = ct + obj.diffusion_weight * diff
-    metrics = {'loss': loss, 'ct_loss': ct, 'diffusion_loss': diff, 'num_scales': n, 'c': c,
-               'early_fraction': mask.mean()}
+    # ct over the batch's mean weight: the weights grow with N (a finer grid, smaller steps), so
+    # the raw loss rises through the curriculum while this stays comparable across stages.
+    metrics = {'loss': loss, 'ct_loss': ct, 'ct_loss_per_weight': ct / jnp.mean(weights),
+               'diffusion_loss': diff, 'num_scales': n, 'c': c, 'early_fraction': mask.mean()}
     return loss, metrics

@@ -7,6 +7,7 @@ import threading
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import default
 from lct_jax import parallel
@@ -120,12 +121,14 @@ def test_smoke_run_leaves_everything_and_compiles_once(tmp_path):
     assert [l['step'] for l in lines] == [5, 10, 15, 20]
     # the curriculum crossed stages inside one compiled step
     assert len({l['num_scales'] for l in lines}) >= 4
-    for key in ('loss', 'ct_loss', 'diffusion_loss', 'c', 'learning_rate', 'grad_norm', 'param_norm',
-                'ot_cost_ratio', 'skipped_total', 'steps_per_sec', 'examples_per_sec'):
+    for key in ('loss', 'ct_loss', 'ct_loss_per_weight', 'diffusion_loss', 'c', 'learning_rate', 'grad_norm',
+                'param_norm', 'ot_cost_ratio', 'skipped_total', 'steps_per_sec', 'examples_per_sec'):
         assert all(np.isfinite(l[key]) for l in lines), key
     assert all(l['ot_cost_ratio'] < 1.0 for l in lines)
     for label in ('1step', '2step'):
-        assert os.path.getsize(os.path.join(workdir, 'samples', f'step_0000020_{label}.png')) > 0
+        grid = os.path.join(workdir, 'samples', f'step_0000020_{label}.png')
+        assert min(Image.open(grid).size) >= 512   # 16 digits of 8x8, scaled up to be judged by eye
+    _tensorboard_reads(os.path.join(workdir, 'tensorboard'), [l['step'] for l in lines])
     # a second call resumes at the end and does nothing more
     again = loop.train(smoke_config(), workdir, show_progress=False)
     assert again['final_step'] == 20
@@ -140,6 +143,17 @@ def test_smoke_run_leaves_everything_and_compiles_once(tmp_path):
     assert all(0 <= r['recall'] <= 1 for r in rows)
     table = open(os.path.join(workdir, 'results.md')).read()
     assert table.count('| default:smoke | step 20:ema_0.99 |') == 2
+
+
+def _tensorboard_reads(logdir, steps):
+    """TensorBoard itself (the `viz` extra) opens the run's event files: scalars and sample grids."""
+    accumulator = pytest.importorskip('tensorboard.backend.event_processing.event_accumulator')
+    events = accumulator.EventAccumulator(logdir, size_guidance={'scalars': 0, 'images': 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {'loss', 'ct_loss_per_weight', 'num_scales'} <= set(tags['scalars']), tags['scalars']
+    assert [e.step for e in events.Scalars('loss')] == steps
+    assert any(tag.startswith('samples/') for tag in tags['images']), tags['images']
 
 
 def _nan_dataset(d, n=32):

@@ -195,6 +195,14 @@ def close_all(closers, failure: BaseException | None) -> None:
         raise errors[0][1]
 
 
+def latest_saved_step(workdir: str) -> int | None:
+    """The newest finished checkpoint's step in <workdir>/checkpoints (None: none), read from the
+    directory names alone: Orbax writes a step under a temporary name and renames it when done."""
+    directory = os.path.join(workdir, 'checkpoints')
+    steps = [int(s) for s in os.listdir(directory) if s.isdigit()] if os.path.isdir(directory) else []
+    return max(steps) if steps else None
+
+
 def train(config, workdir: str, show_progress: bool = True, on_start=None) -> dict:
     """Train until config.total_steps (resuming if possible); returns the last metrics.
 
@@ -241,7 +249,8 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
     pipeline = InputPipeline(dataset, normalizer, config.batch_size, config.seed,
                              parallel.process_batch_slice(config.batch_size, mesh), start_step=start,
                              prefetch=config.train.prefetch, pairer=make_host_pairer(config, mesh),
-                             labels=num_classes_of(config) > 0)
+                             labels=num_classes_of(config) > 0,
+                             read_processes=int(config.train.get('reader_processes', 0)))
     try:
         first = None
         if jax.process_count() > 1 and step < config.total_steps:
@@ -257,6 +266,9 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                 batch = device_batch(next(pipeline), mesh)
             state, metrics = step_fn(state, batch)
             step += 1
+            if step == start + 1:  # the first call compiled the step: rates and the ETA start here
+                progress.restart_clock(step)
+                t_log, step_log = time.time(), step
             log_now = step % config.log_every == 0 or step == config.total_steps
             save_now = step % config.checkpoint_every == 0 or step == config.total_steps
             if log_now or save_now:  # the only places the host waits for the device
@@ -269,8 +281,7 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                 m = dict(m, steps_per_sec=rate, examples_per_sec=rate * config.batch_size)
                 writer.scalars(step, m)
                 last_metrics = m
-                progress.update(step, f'loss {float(m["loss"]):.4g} N {int(m["num_scales"])} '
-                                      f'skipped {int(m["skipped_total"])}', force=True)
+                progress.update(step, _progress_text(m), force=True)
             if save_now:
                 checkpoints.save(manager, step, state)
                 saved = step
@@ -297,6 +308,19 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
     last_metrics['trace_count'] = step_fn.trace_count()
     last_metrics['final_step'] = step
     return last_metrics
+
+
+def _progress_text(m: dict) -> str:
+    """The progress line's metrics. `ct/w` is the consistency loss over its batch's mean weight:
+    the weights 1 / (sigma_i - sigma_{i+1}) grow as N refines the grid, so the raw loss rises
+    through the curriculum while ct/w stays comparable across stages."""
+    parts = [f'loss {float(m["loss"]):.4g}']
+    if 'ct_loss_per_weight' in m:
+        parts.append(f'ct/w {float(m["ct_loss_per_weight"]):.4g}')
+    if 'num_scales' in m:
+        parts.append(f'N {int(m["num_scales"])}')
+    parts.append(f'skipped {int(m["skipped_total"])}')
+    return ' '.join(parts)
 
 
 def _check_skips(longest_run: int, limit: int, manager):
