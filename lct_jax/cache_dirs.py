@@ -44,3 +44,10 @@ def cached_arrays(path: str, compute: Callable[[], dict]) -> tuple[dict, str]:
     except OSError as e:
         print(f'not cached ({e}): {path}', flush=True)
     return arrays, 'miss'
+
+
+def file_fingerprint(path: str) -> dict:
+    """A weights file by path, size and modification time, as a cache key's part (hashing hundreds
+    of MB per evaluation would cost more than the cache it keys saves)."""
+    st = os.stat(path)
+    return {'weights': os.path.abspath(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}

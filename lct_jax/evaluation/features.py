@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lct_jax.cache_dirs import file_fingerprint
+
 
 def inception_features(weights_path: str, batch_size: int = 100):
     """images uint8 NHWC (3 channels; grey is repeated) -> (N, 2048) float64."""
@@ -49,13 +51,6 @@ def inception_features(weights_path: str, batch_size: int = 100):
 
     features.fingerprint = {'kind': 'inception', **file_fingerprint(weights_path)}
     return features
-
-
-def file_fingerprint(path: str) -> dict:
-    """A weights file by path, size and modification time (hashing hundreds of MB per evaluation
-    would cost more than the cache it keys saves)."""
-    st = os.stat(path)
-    return {'weights': os.path.abspath(path), 'size': st.st_size, 'mtime_ns': st.st_mtime_ns}
 
 
 @functools.lru_cache(maxsize=None)

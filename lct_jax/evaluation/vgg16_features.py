@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from lct_jax.cache_dirs import file_fingerprint
+
 
 def vgg16_features(weights_path: str, convention: str = 'torchvision', fc2_relu: bool = True,
                    batch_size: int = 50):
@@ -31,7 +33,6 @@ def vgg16_features(weights_path: str, convention: str = 'torchvision', fc2_relu:
         return np.concatenate([np.asarray(apply(params, images[i:i + batch_size]), np.float64)
                                for i in range(0, len(images), batch_size)])
 
-    from lct_jax.evaluation.features import file_fingerprint
     features.fingerprint = {'kind': 'vgg16', 'input': convention, 'fc2_relu': fc2_relu,
                             **file_fingerprint(weights_path)}
     return features
