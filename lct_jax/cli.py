@@ -35,13 +35,18 @@ def load_params(config, workdir, checkpoint: str = '', ema: str | None = None):
     """
     ema = ema or config.sampling.ema
     if checkpoint.endswith(('.pt', '.pth')):
-        import torch
-        from lct_jax.models.convert import model_params_from_torch
-        ckpt = torch.load(checkpoint, map_location='cpu', weights_only=False)
+        # Untrusted: unpickled with weights_only=True and the authors' plain types only (lct_jax/untrusted.py).
+        from lct_jax.models.convert import model_params_from_torch, state_dict_arrays
+        from lct_jax.untrusted import UnreadableFileError, torch_load
+        ckpt = torch_load(checkpoint, "an authors' checkpoint")
+        if not isinstance(ckpt, dict):
+            raise UnreadableFileError(f'{checkpoint}: expected an authors\' checkpoint (a dict with model, '
+                                      f'ema, target, opt, args), found a {type(ckpt).__name__}')
         key = 'model' if ema == 'params' else ema
         if key not in ckpt:
-            raise KeyError(f'{checkpoint} has no {key!r}; it holds {sorted(ckpt)}')
-        return model_params_from_torch(ckpt[key], build_model(config)), f'{os.path.basename(checkpoint)}:{key}'
+            raise KeyError(f'{checkpoint} has no {key!r}; it holds {sorted(map(str, ckpt))}')
+        return (model_params_from_torch(state_dict_arrays(ckpt[key], checkpoint, f'its {key!r}'), build_model(config)),
+                f'{os.path.basename(checkpoint)}:{key}')
     from lct_jax.train.checkpoints import load_numpy
     if not checkpoint:
         ckpt_dir = os.path.join(workdir, 'checkpoints')

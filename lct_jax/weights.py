@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
 import urllib.request
@@ -61,8 +60,8 @@ class DiffusersWeights:
 def _read_config(path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    from lct_jax.untrusted import read_json
+    return read_json(path, "a diffusers model's config.json", expect=dict)
 
 
 def _from_folder(folder: str, origin: str) -> DiffusersWeights:

@@ -375,9 +375,15 @@ def test_compare_puts_the_same_variants_of_two_studies_side_by_side(tmp_path):
     assert compare.main([str(tmp_path / '0.json'), str(tmp_path / '1.json'), '--late', '--out', str(out)]) == 0
     assert open(out).read().startswith('each seed\'s FD averaged over steps pixel: [2000, 2500], latent: [2000, 2500]')
     # two reports of one study (e.g. on two autoencoders), told apart by --labels
-    assert compare.main([str(tmp_path / '1.json'), str(tmp_path / '1.json'), '--labels', 'first', 'second',
-                         '--out', str(out)]) == 0
-    assert '| variant | sampler | first FD (seeds) | first Δ vs baseline [t 95%] | second FD (seeds) |' in open(out).read()
+    # ... a table with fewer numbers than the one at --out goes beside it, unless --replace
+    before = out.read_bytes()
+    args = [str(tmp_path / '1.json'), str(tmp_path / '1.json'), '--labels', 'first', 'second', '--out', str(out)]
+    assert compare.main(args) == 0
+    assert out.read_bytes() == before
+    assert '| variant | sampler | first FD (seeds) | first Δ vs baseline [t 95%] | second FD (seeds) |' in \
+        (tmp_path / 'side.new.md').read_text()
+    assert compare.main(args + ['--replace']) == 0
+    assert out.read_text() == (tmp_path / 'side.new.md').read_text()
 
 
 # --- pinned inputs ---------------------------------------------------------------------------

@@ -70,6 +70,8 @@ def _fields(buf: bytes):
             value, pos = buf[pos:pos + 8], pos + 8
         else:
             raise ValueError(f'unsupported wire type {wire} in Example')
+        if pos > len(buf):  # a length running past the message: a damaged Example, not a shorter value
+            raise ValueError(f'field {number} runs {pos - len(buf)} bytes past the end of its message')
         yield number, wire, value
 
 

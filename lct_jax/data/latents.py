@@ -13,13 +13,15 @@ its share of each global batch.
 from __future__ import annotations
 
 import bisect
-import json
+import math
 import os
 import threading
 
 import numpy as np
 
+from lct_jax import untrusted
 from lct_jax.data import tfrecord
+from lct_jax.names import UnsafeNameError, check_component
 
 MANIFEST = 'manifest.json'
 STATS = 'stats.npz'
@@ -30,17 +32,51 @@ def shard_name(i: int, n: int) -> str:
 
 
 def read_manifest(latent_dir: str) -> dict:
+    """The manifest, its fields checked: a damaged or hand-edited one is an error naming it, not a
+    wrong dataset (a shard name must be a file in `latent_dir`, never a path out of it)."""
     path = os.path.join(latent_dir, MANIFEST)
     if not os.path.exists(path):
         raise FileNotFoundError(f'no {MANIFEST} in {latent_dir}: encode the dataset first '
                                 f'(python -m lct_jax.main --mode=encode ...)')
-    with open(path) as f:
-        return json.load(f)
+    m = untrusted.read_json(path, 'a latent manifest', expect=dict)
+    what = 'the latent manifest'
+    count = untrusted.field(path, m, 'count', int, what, lambda n: n >= 0)
+    untrusted.field(path, m, 'shape', list, what,
+                    lambda s: 1 <= len(s) <= 4 and all(isinstance(d, int) and not isinstance(d, bool)
+                                                       and 0 < d <= 1 << 16 for d in s))
+    untrusted.field(path, m, 'scale_factor', (int, float), what, lambda x: math.isfinite(x) and x != 0)
+    shards = untrusted.field(path, m, 'shards', list, what)
+    for name in shards:
+        try:
+            check_component(name, f'{path}: shard name')
+        except UnsafeNameError as e:
+            raise untrusted.UnreadableFileError(str(e)) from None
+    if len(set(shards)) != len(shards):
+        raise untrusted.UnreadableFileError(f'{path}: {what} lists a shard twice')
+    if count and not shards:
+        raise untrusted.UnreadableFileError(f'{path}: {what} says {count} examples but lists no shards')
+    if 'num_classes' in m:
+        n = untrusted.field(path, m, 'num_classes', int, what, lambda n: n >= 0)
+        classes = m.get('classes', [])
+        if not isinstance(classes, list) or (n and len(classes) != n):
+            raise untrusted.UnreadableFileError(f'{path}: {what}: num_classes {n} but classes {classes!r:.80}')
+    return m
 
 
-def read_stats(latent_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(os.path.join(latent_dir, STATS)) as f:
-        return f['mean'].astype(np.float32), f['std'].astype(np.float32)
+def read_stats(latent_dir: str, shape: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of stats.npz: finite, of one shape (`shape` when given), std >= 0."""
+    path = os.path.join(latent_dir, STATS)
+    f = untrusted.load_npz(path, 'latent statistics', required=('mean', 'std'))
+    mean = untrusted.finite_array(path, f, 'mean', 'latent statistics').astype(np.float32)
+    std = untrusted.finite_array(path, f, 'std', 'latent statistics').astype(np.float32)
+    if mean.shape != std.shape or (shape is not None and mean.shape != tuple(shape)):
+        raise untrusted.UnreadableFileError(
+            f'{path}: mean {mean.shape} and std {std.shape}'
+            + (f'; the manifest says latents of shape {tuple(shape)}' if shape is not None else '')
+            + ': the statistics are not of this dataset (re-encode, or restore the file)')
+    if (std < 0).any():
+        raise untrusted.UnreadableFileError(f'{path}: std holds negative values')
+    return mean, std
 
 
 class LatentDataset:
@@ -84,7 +120,11 @@ class LatentDataset:
         rec = index - self._starts[shard]
         offset, length = self._records[shard][rec]
         payload = tfrecord.read_record(self._file(shard), self.paths[shard], rec, offset, length)
-        latent, stored_index, label = tfrecord.decode_labeled_latent(payload)
+        try:
+            latent, stored_index, label = tfrecord.decode_labeled_latent(payload)
+        except (ValueError, KeyError, IndexError, TypeError) as e:  # a well-framed record holding no latent Example
+            raise tfrecord.CorruptRecordError(self.paths[shard], rec, offset - 12,
+                                              f'not a latent Example ({type(e).__name__}: {e})') from None
         if latent.shape != self.shape:
             raise ValueError(f'{self.paths[shard]} record {rec}: shape {latent.shape}, '
                              f'manifest says {self.shape}')

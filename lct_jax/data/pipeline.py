@@ -56,8 +56,9 @@ class Normalizer:
 
     @classmethod
     def from_dir(cls, latent_dir, sigma_data=0.5, mode='per_element'):
-        mean, std = read_stats(latent_dir)
-        scale = read_manifest(latent_dir)['scale_factor']
+        manifest = read_manifest(latent_dir)
+        mean, std = read_stats(latent_dir, manifest['shape'])
+        scale = manifest['scale_factor']
         return cls(mean, std, scale, sigma_data, mode)
 
     def normalize(self, latents):

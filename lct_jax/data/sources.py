@@ -17,16 +17,65 @@ from __future__ import annotations
 import bisect
 import io
 import os
+import struct
+import warnings
+import zlib
 
 import numpy as np
 from PIL import Image
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
+# Beyond this aspect ratio the centre is cut out before resizing: a 1 x 100,000 image must not
+# become a 256 x 25,600,000 intermediate (a resize bomb). Ordinary photos never reach it.
+MAX_ASPECT = 8
+
+
+class BadImageError(ValueError):
+    """An image file (or a dataset record's image) that cannot be decoded: names it and why."""
+
+
+def _to_rgb(img: Image.Image, name: str) -> Image.Image:
+    """RGB of any mode PIL opens: 16- and 32-bit greyscale scaled to 8 bits (PIL's own convert
+    would clip them at 255: a 16-bit PNG came out nearly white), palette, CMYK, alpha dropped."""
+    if img.mode.startswith('I;16') or img.mode == 'I':
+        a = np.asarray(img, np.float64)
+        a = np.clip(a, 0, 65535) / 257.0  # 16-bit range -> 8-bit, as libpng's strip_16 rounds
+        img = Image.fromarray(np.round(a).astype(np.uint8), mode='L')
+    elif img.mode == 'F':
+        raise BadImageError(f'{name}: a floating-point image (mode F) has no defined 8-bit range; '
+                            'convert it to an 8- or 16-bit image')
+    return img if img.mode == 'RGB' else img.convert('RGB')
+
+
+def decode_image(source, name: str, resolution: int) -> np.ndarray:
+    """uint8 HxWx3 at `resolution` from a file path or a file object; BadImageError naming `name`
+    for anything PIL cannot decode, and for a decompression bomb (more than
+    PIL.Image.MAX_IMAGE_PIXELS pixels: PIL only warns below twice that; here it is an error)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                img.load()
+                return resize_center_crop(_to_rgb(img, name), resolution)
+    except BadImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageError(f'{name}: refused: {e}') from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError,
+            KeyError, MemoryError, OverflowError, ZeroDivisionError) as e:
+        # PIL raises all of these for damaged files (UnidentifiedImageError, "image file is truncated", ...)
+        raise BadImageError(f'{name}: not a readable image: {type(e).__name__}: '
+                            f'{str(e).splitlines()[0] if str(e) else ""}') from None
 
 
 def resize_center_crop(img: Image.Image, resolution: int) -> np.ndarray:
     """Resize the shorter side to `resolution` (bicubic), then crop the centre square."""
     w, h = img.size
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        side = MAX_ASPECT * min(w, h)
+        left, top = max((w - side) // 2, 0), max((h - side) // 2, 0)
+        img = img.crop((left, top, left + min(w, side), top + min(h, side)))
+        w, h = img.size
     scale = resolution / min(w, h)
     if (w, h) != (resolution, resolution):
         img = img.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))),
@@ -115,8 +164,7 @@ class ImageFolderSource(Source):
         return self._labels[index] if self.classes else None
 
     def image(self, index):
-        with Image.open(self.paths[index]) as img:
-            return resize_center_crop(img.convert('RGB'), self.resolution)
+        return decode_image(self.paths[index], self.paths[index], self.resolution)
 
 
 class TfdsSource(Source):
@@ -172,8 +220,8 @@ class TfdsSource(Source):
         if not features.get(self.image_key):
             raise ValueError(f'{self.name}: examples have no {self.image_key!r} image; '
                              f'their bytes / int features: {sorted(features)}')
-        with Image.open(io.BytesIO(features[self.image_key][0])) as img:
-            return resize_center_crop(img.convert('RGB'), self.resolution)
+        return decode_image(io.BytesIO(features[self.image_key][0]), f'{self.name}: a record\'s image',
+                            self.resolution)
 
     def image(self, index):
         return self.images([index])[0]

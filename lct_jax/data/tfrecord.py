@@ -131,7 +131,14 @@ def decode_latent(payload: bytes) -> tuple[np.ndarray, int]:
 def decode_labeled_latent(payload: bytes) -> tuple[np.ndarray, int, int | None]:
     """(latent, source index, class label or None when the example has none)."""
     feat = example_codec.decode_example(payload)
+    missing = [k for k in ('latent', 'shape', 'index') if len(feat.get(k) or ()) != 1 + (k == 'shape') * 2]
+    if missing:
+        raise ValueError(f'features {missing} missing or of the wrong length (it has {sorted(map(str, feat))})')
     shape = tuple(feat['shape'])
-    latent = np.frombuffer(feat['latent'][0], np.float32).reshape(shape)
+    data = feat['latent'][0]
+    if not isinstance(data, bytes) or any(d <= 0 for d in shape) or 4 * int(np.prod(shape)) != len(data):
+        raise ValueError(f'latent of {len(data) if isinstance(data, bytes) else "no"} bytes does not hold '
+                         f'a float32 array of shape {shape}')
+    latent = np.frombuffer(data, np.float32).reshape(shape)
     label = feat.get('label')
     return latent, int(feat['index'][0]), (int(label[0]) if label else None)

@@ -36,12 +36,39 @@ def statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def save_stats(path: str, mu, sigma) -> None:
-    np.savez(path, mu=mu, sigma=sigma)
+def save_stats(path: str, mu, sigma, overwrite: bool = False) -> str:
+    """Write pytorch-fid's .npz; the path written. An existing file of other statistics is kept:
+    the new ones go beside it (<name>.new.npz) unless `overwrite` (a statistics file is the
+    yardstick of every FID measured against it)."""
+    import os
+    import sys
+    mu, sigma = np.asarray(mu), np.asarray(sigma)
+    if os.path.exists(path) and not overwrite:
+        try:
+            old_mu, old_sigma = load_stats(path)
+            same = np.array_equal(old_mu, mu) and np.array_equal(old_sigma, sigma)
+        except (OSError, ValueError):
+            same = False
+        if same:
+            return path
+        path = path[:-len('.npz')] + '.new.npz' if path.endswith('.npz') else path + '.new.npz'
+        print(f'note: other statistics exist at {path.replace(".new.npz", ".npz")}; kept, the new ones '
+              f'written to {path} (pass overwrite=True to replace)', file=sys.stderr, flush=True)
+    tmp = path + '.partial.npz'
+    np.savez(tmp, mu=mu, sigma=sigma)
+    os.replace(tmp, path)
+    return path
 
 
 def load_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path) as f:
-        if 'mu' not in f or 'sigma' not in f:
-            raise ValueError(f'{path}: a statistics file needs arrays mu and sigma; has {list(f.keys())}')
-        return f['mu'][:], f['sigma'][:]
+    """(mu, sigma) of a statistics file, checked: D-vector and D x D matrix of finite numbers,
+    read without pickles (lct_jax/untrusted.py); anything else an error naming the file."""
+    from lct_jax.untrusted import UnreadableFileError, finite_array, load_npz
+    f = load_npz(path, 'FID statistics (pytorch-fid\'s .npz: mu, sigma)', required=('mu', 'sigma'))
+    what = 'FID statistics'
+    mu = finite_array(path, f, 'mu', what, ndim=1)
+    sigma = finite_array(path, f, 'sigma', what, ndim=2)
+    if sigma.shape != (mu.shape[0], mu.shape[0]) or not mu.shape[0]:
+        raise UnreadableFileError(f'{path}: {what}: mu {mu.shape} and sigma {sigma.shape}; expected a D-vector '
+                                  'and a D x D covariance')
+    return mu, sigma

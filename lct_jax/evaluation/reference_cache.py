@@ -34,11 +34,12 @@ CACHE_VERSION = 1
 
 def latent_dir_fingerprint(latent_dir: str) -> dict:
     """The manifest's content and (name, size, mtime_ns) of each shard: what a re-encode changes."""
+    from lct_jax.data.latents import read_manifest
+    manifest_json = read_manifest(latent_dir)  # checked: shard names stay inside latent_dir
     with open(os.path.join(latent_dir, 'manifest.json'), 'rb') as f:
         manifest = f.read()
-    manifest_json = json.loads(manifest)
     shards = []
-    for name in manifest_json.get('shards', []):
+    for name in manifest_json['shards']:
         st = os.stat(os.path.join(latent_dir, name))
         shards.append([name, st.st_size, st.st_mtime_ns])
     stats = os.path.join(latent_dir, 'stats.npz')

@@ -27,18 +27,37 @@ def to_numpy(value) -> np.ndarray:
 
 
 def load_state_dict(path: str) -> dict[str, np.ndarray]:
-    """Read a `.safetensors`, `.pt`/`.pth`/`.bin` (torch) or `.npz` file into numpy arrays."""
+    """Read a `.safetensors`, `.pt`/`.pth`/`.bin` (torch) or `.npz` file into numpy arrays.
+
+    No format runs code from the file (lct_jax/untrusted.py); a damaged file, or one that
+    holds no {name: array} table, is an UnreadableFileError naming it."""
+    from lct_jax import untrusted
     if not os.path.exists(path):
         raise FileNotFoundError(f'weights file not found: {path}')
     if path.endswith('.safetensors'):
-        from safetensors.numpy import load_file
-        return dict(load_file(path))
+        return untrusted.load_safetensors(path, 'weights')
     if path.endswith('.npz'):
-        with np.load(path) as f:
-            return {k: f[k] for k in f.files}
-    import torch  # only needed for PyTorch pickles
-    obj = torch.load(path, map_location='cpu', weights_only=True)
-    return {k: to_numpy(v) for k, v in obj.items()}
+        return untrusted.load_npz(path, 'weights')
+    return state_dict_arrays(untrusted.torch_load(path, 'weights'), path)
+
+
+def state_dict_arrays(obj, path: str, what: str = 'weights') -> dict[str, np.ndarray]:
+    """{name: numpy array} of a loaded state dict; UnreadableFileError if it is not one."""
+    from lct_jax.untrusted import UnreadableFileError
+    if not isinstance(obj, Mapping):
+        raise UnreadableFileError(f'{path}: expected {what} as a state dict {{name: tensor}}, found a '
+                                  f'{type(obj).__name__}')
+    out = {}
+    for k, v in obj.items():
+        if not isinstance(k, str) or not (hasattr(v, 'detach') or isinstance(v, np.ndarray)):
+            raise UnreadableFileError(f'{path}: {what}: entry {k!r:.60} is a {type(v).__name__}, not a '
+                                      f'tensor; expected a state dict {{name: tensor}}')
+        try:
+            out[k] = to_numpy(v)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise UnreadableFileError(f'{path}: {what}: tensor {k!r:.60} cannot be read as numbers: '
+                                      f'{type(e).__name__}: {e}') from None
+    return out
 
 
 def conv_from_torch(w):   # (O, I, kh, kw) -> (kh, kw, I, O)

@@ -11,7 +11,11 @@
   export     copy the finished runs without checkpoints to --to (default: the study file's folder),
              a root that `report --workroot` reads and that `cp -r <to>/runs <workroot>/` resumes from
 
-The runs live in --workroot (default workdir/study/<name>): <workroot>/runs/<variant>/seed_<s>.
+The runs live in --workroot: <workroot>/runs/<variant>/seed_<s>. Default: workdir/study/<name>, or,
+for status / report / pins when that holds no runs, the export next to the study file (its folder's
+runs/), so the commands a study file's docstring gives work as written on a fresh clone.
+A report never replaces one that holds finished runs it lacks: it says which and writes beside it
+(results.new.json, results.new.md) unless --replace.
 """
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ def parse(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('action', choices=('run', 'run-one', 'prepare', 'status', 'report', 'launch', 'export', 'pins'))
     p.add_argument('study', help='a study file (.py with a STUDY dict, or .json)')
-    p.add_argument('--workroot', default='', help='where the runs live (default workdir/study/<name>)')
+    p.add_argument('--workroot', default='', help='where the runs live (default workdir/study/<name>; '
+                   'for status/report/pins without runs there, the export next to the study file)')
+    p.add_argument('--replace', action='store_true', help='report: replace a report that holds finished runs '
+                   'this one lacks (default: write beside it)')
     p.add_argument('--out', default='', help='report folder (default: the study file\'s folder)')
     p.add_argument('--to', default='', help='export: where the runs go (default: the study file\'s folder)')
     p.add_argument('--parallel', type=int, default=1, help='run: this many runs at a time')
@@ -54,10 +61,35 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+READ_ONLY_ACTIONS = ('status', 'report', 'pins')
+
+
+def default_workroot(study, study_file: str, action: str) -> str:
+    """workdir/study/<name>; for the read-only actions, the export next to the study file when that
+    live root holds no runs and the export does (a fresh clone has only the export)."""
+    live = os.path.abspath(os.path.join('workdir', 'study', study.name))
+    export = os.path.dirname(os.path.abspath(study_file))
+    if action in READ_ONLY_ACTIONS and not os.path.isdir(os.path.join(live, 'runs')) \
+            and os.path.isdir(os.path.join(export, 'runs')):
+        return export
+    return live
+
+
 def main(argv=None) -> int:
+    """The exit code: 0, 1 (a run failed, pins mismatch) or 2 (bad input: one line on stderr)."""
     a = parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(a)
+    except (ValueError, KeyError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as e:
+        print(f'error: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
+        return 2
+
+
+def _main(a) -> int:
     study = load_study(a.study)
-    study_dir = os.path.abspath(a.workroot or os.path.join('workdir', 'study', study.name))
+    study_dir = os.path.abspath(a.workroot) if a.workroot else default_workroot(study, a.study, a.action)
+    if not a.workroot and a.action != 'launch':
+        print(f'work root: {study_dir}', flush=True)
     out = a.out or os.path.dirname(os.path.abspath(a.study))
     runs = plan(study, study_dir)
     if a.action == 'launch':
@@ -118,19 +150,25 @@ def main(argv=None) -> int:
             return 1
         failed = [k for k, v in outcome.items() if v.startswith('failed')]
         if not a.no_report:
-            _report(study, runs, out, a.demonstration)
+            _report(study, runs, out, a.demonstration, a.replace)
         return 1 if failed else 0
     if a.action == 'report':
-        _report(study, runs, out, a.demonstration)
+        _report(study, runs, out, a.demonstration, a.replace)
         return 0
     return 2
 
 
-def _report(study, runs, out, demonstration) -> None:
+def _report(study, runs, out, demonstration, replace=False) -> None:
     entries, view = progress.progress_table(runs, study.eval_steps)
     print(view)
-    report.write_report(study, runs, entries, out, demonstration)
-    print(f'report: {os.path.join(out, "results.md")}, results.json, curves.png, grids/')
+    result = report.write_report(study, runs, entries, out, demonstration, replace)
+    if result['dropped'] and not replace:
+        print(f'kept the report in {out}: it holds {len(result["dropped"])} finished run(s) this one lacks '
+              f'({", ".join(result["dropped"])}); this one written beside it: {result["written_to"]} and '
+              'results.new.md (pass --replace to replace it, or --workroot to report on the runs it was made from)')
+    else:
+        print(f'report: {os.path.join(out, "results.md")}, results.json, curves.png, grids/'
+              + (f' (replaced one with {len(result["dropped"])} finished runs this one lacks)' if result['dropped'] else ''))
 
 
 if __name__ == '__main__':

@@ -11,10 +11,11 @@ different feature spaces; the differences' signs and readings are what compare.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from lct_jax.study import keep
+from lct_jax.untrusted import UnreadableFileError, read_json
 from lct_jax.study.report import _mean_std, _signed_delta, _verdict
 
 
@@ -67,12 +68,13 @@ def main(argv=None) -> int:
     p.add_argument('--step', type=int, default=None)
     p.add_argument('--late', action='store_true', help='the late-average summaries instead of one step')
     p.add_argument('--out', default='')
+    p.add_argument('--replace', action='store_true', help='replace --out even if it holds more numbers')
     p.add_argument('--labels', nargs='+', default=None,
                    help="one column label per results file (default: each study's name)")
     a = p.parse_args(argv)
     if a.labels and len(a.labels) != len(a.results):
         p.error(f'--labels: {len(a.labels)} labels for {len(a.results)} results files')
-    emit(side_by_side(read_results(a.results, a.labels), a.step, a.late), a.out)
+    emit(side_by_side(read_results(a.results, a.labels), a.step, a.late), a.out, a.replace)
     return 0
 
 
@@ -80,8 +82,10 @@ def read_results(paths: list[str], labels: list[str] | None = None) -> dict[str,
     """{label: results.json}: the given labels, or each study's name (primed when repeated)."""
     results = {}
     for i, path in enumerate(paths):
-        with open(path) as f:
-            r = json.load(f)
+        r = read_json(path, 'a study report (results.json)', expect=dict)
+        for key in ('summary', 'summary_late_average'):
+            if not isinstance(r.get(key, []), (list, dict)):
+                raise UnreadableFileError(f'{path}: a study report\'s {key!r} is a {type(r[key]).__name__}')
         label = labels[i] if labels else (r.get('study') or os.path.basename(os.path.dirname(path)))
         while label in results:  # the same study twice (e.g. before and after more seeds)
             label += "'"
@@ -89,12 +93,15 @@ def read_results(paths: list[str], labels: list[str] | None = None) -> dict[str,
     return results
 
 
-def emit(text: str, out: str = '') -> None:
-    """Print a table, and write it to `out` if given."""
-    if out:
-        with open(out, 'w') as f:
-            f.write(text)
+def emit(text: str, out: str = '', replace: bool = False) -> None:
+    """Print a table, and write it to `out` if given: beside it instead when `out` holds more
+    numbers than the new table (lct_jax/study/keep.py), unless `replace`."""
     print(text, end='')
+    if out:
+        written = keep.write_text_keeping(out, text, keep.count_numbers, 'numbers in its tables', replace)
+        if written != out:
+            print(f'note: {out} holds more numbers than this table; kept, the new one written to {written} '
+                  '(--replace to replace it)', file=sys.stderr)
 
 
 if __name__ == '__main__':

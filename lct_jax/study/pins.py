@@ -79,5 +79,5 @@ def recorded(workdir: str) -> dict | None:
     path = os.path.join(workdir, RUN_PINS)
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    from lct_jax.untrusted import read_json
+    return read_json(path, "a run's record of its pinned inputs", expect=dict)

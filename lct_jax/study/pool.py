@@ -74,11 +74,12 @@ def main(argv=None) -> int:
     p.add_argument('--step', type=int, default=None, help='one step instead of the last one all reports have')
     p.add_argument('--late', action='store_true', help='each seed averaged over its last two evaluated steps')
     p.add_argument('--out', default='')
+    p.add_argument('--replace', action='store_true', help='replace --out even if it holds more numbers')
     a = p.parse_args(argv)
     labels = a.labels or [chr(ord('a') + i) for i in range(len(a.results))]
     if len(labels) != len(a.results):
         p.error(f'--labels: {len(labels)} labels for {len(a.results)} results files')
-    emit(pooled_table(read_results(a.results, labels), a.step, a.late), a.out)
+    emit(pooled_table(read_results(a.results, labels), a.step, a.late), a.out, a.replace)
     return 0
 
 

@@ -15,7 +15,6 @@ the record and results without checkpoints), still counts as done.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -27,11 +26,13 @@ STATES = ('done', 'running', 'trained', 'partial', 'missing')
 RECENT_WRITE_S = 300.0
 
 
-def read_json(path: str):
+def read_json(path: str, what: str = 'a run file', expect=None):
+    """A run's JSON file; None if absent. A damaged one is an error naming it (UnreadableFileError),
+    not a run silently taken for missing: the runner would retrain it and the report drop it."""
+    from lct_jax.untrusted import read_json as read_untrusted
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (FileNotFoundError, ValueError):
+        return read_untrusted(path, what, expect)
+    except FileNotFoundError:
         return None
 
 
@@ -41,15 +42,20 @@ def checkpoint_steps(workdir: str) -> list[int]:
 
 
 def total_steps_of(workdir: str) -> int | None:
-    config = read_json(os.path.join(workdir, 'config.json'))
-    return None if config is None else int(config['total_steps'])
+    path = os.path.join(workdir, 'config.json')
+    config = read_json(path, "the run's recorded config", dict)
+    if config is None:
+        return None
+    from lct_jax.untrusted import field
+    return field(path, config, 'total_steps', int, "the run's recorded config", lambda n: n >= 0)
 
 
 def finished_step(workdir: str) -> int | None:
     """The last step a training segment of the run record finished at (None: no finished segment)."""
-    run = read_json(os.path.join(workdir, 'run.json')) or {}
+    from lct_jax.workdir.record import read_run
+    run = read_run(os.path.join(workdir, 'run.json')) or {}
     done = [s.get('to_step') for s in run.get('segments', []) if s.get('end') == 'finished']
-    return max((s for s in done if s is not None), default=None)
+    return max((s for s in done if isinstance(s, int) and not isinstance(s, bool)), default=None)
 
 
 def wanted_steps(eval_steps, total_steps: int) -> list[int]:
@@ -69,7 +75,17 @@ def step_of_row(row: dict) -> int | None:
 def evaluation_rows(workdir: str) -> list[dict]:
     """The run's evaluation rows (<workdir>/results.json, appended by --mode=evaluate), the latest
     row for each (step, sampler) only, in step order."""
-    rows = read_json(os.path.join(workdir, 'results.json')) or []
+    path = os.path.join(workdir, 'results.json')
+    rows = read_json(path, "a run's evaluation rows", list) or []
+    if not all(isinstance(r, dict) for r in rows):
+        from lct_jax.untrusted import UnreadableFileError
+        raise UnreadableFileError(f'{path}: expected a JSON array of evaluation rows (objects)')
+    for row in rows:
+        fid = row.get('fid')
+        if not isinstance(fid, (int, float)) or isinstance(fid, bool):
+            from lct_jax.untrusted import UnreadableFileError
+            raise UnreadableFileError(f'{path}: an evaluation row\'s fid is {fid!r:.40}, not a number '
+                                      f'(row {str(row)[:120]})')
     latest = {}
     for row in rows:
         step = step_of_row(row)

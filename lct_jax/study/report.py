@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 
-from lct_jax.study import aggregate, pins
+from lct_jax.study import aggregate, keep, pins
 from lct_jax.study.spec import Study
+from lct_jax.untrusted import UnreadableFileError, read_json
 
 
 def _fmt(x, digits: int = 3) -> str:
@@ -136,7 +137,25 @@ def copy_grids(runs, progress_entries: list[dict], out_dir: str) -> list[str]:
     return written
 
 
-def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str, demonstration: str = '') -> dict:
+def kept_runs(out_dir: str, result: dict) -> list[str]:
+    """The finished runs of the report already in `out_dir` that `result` lacks (sorted 'variant/seed_s'):
+    what replacing it would drop. A damaged results.json there is an error: nothing is replaced."""
+    path = os.path.join(out_dir, 'results.json')
+    if not os.path.exists(path):
+        return []
+    try:
+        old = read_json(path, 'a study report', expect=dict)
+    except UnreadableFileError as e:
+        raise UnreadableFileError(f'{e}; the report was not rewritten (move the damaged file away)') from None
+    return sorted(f'{v}/seed_{s}' for v, s in keep.done_runs(old) - keep.done_runs(result))
+
+
+def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str, demonstration: str = '',
+                 replace: bool = False) -> dict:
+    """Write results.json, results.md, curves.png and grids/ into `out_dir`; the report as a dict,
+    with 'written_to' (the results.json written) and 'dropped' (finished runs of the report that was
+    there and is not in this one). A report there holding finished runs this one lacks is kept
+    unless `replace`: this one goes beside it (results.new.json, results.new.md, curves.new.png)."""
     rows = aggregate.collect_rows(runs)
     done = {(e['variant'], e['seed']) for e in progress_entries if e['state'] == 'done'}
     # Numbers come from finished runs only: a half-evaluated run would bias the later steps.
@@ -164,16 +183,18 @@ def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str,
               'runs': rows, 'summary': summary,
               'summary_late_average': {'steps': late_steps, 'summary': late}}
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'results.json.tmp'), 'w') as f:
-        json.dump(result, f, indent=1)
-    os.replace(os.path.join(out_dir, 'results.json.tmp'), os.path.join(out_dir, 'results.json'))
-    with open(os.path.join(out_dir, 'results.md'), 'w') as f:
-        f.write(markdown(study, summary, progress_entries, step, demonstration, late, late_steps))
-        if excluded:
-            f.write('\n## Left out: finished runs not trained on the study\'s pinned inputs\n\n'
-                    + ''.join(f'- {k}: {why}\n' for k, why in sorted(excluded.items())))
+    dropped = kept_runs(out_dir, result)
+    beside = bool(dropped) and not replace
+    name = keep.beside if beside else (lambda p: p)
+    text = markdown(study, summary, progress_entries, step, demonstration, late, late_steps)
+    if excluded:
+        text += ('\n## Left out: finished runs not trained on the study\'s pinned inputs\n\n'
+                 + ''.join(f'- {k}: {why}\n' for k, why in sorted(excluded.items())))
+    keep.write_atomically(name(os.path.join(out_dir, 'results.json')), json.dumps(result, indent=1))
+    keep.write_atomically(name(os.path.join(out_dir, 'results.md')), text)
     if rows:
-        plot_curves(summary, os.path.join(out_dir, 'curves.png'),
+        plot_curves(summary, name(os.path.join(out_dir, 'curves.png')),
                     f'{study.name}' + (' (demonstration)' if demonstration else ''))
-    copy_grids(runs, progress_entries, out_dir)
-    return result
+    if not beside:  # the kept report's grids stay with it
+        copy_grids(runs, progress_entries, out_dir)
+    return dict(result, written_to=name(os.path.join(out_dir, 'results.json')), dropped=dropped)

@@ -121,7 +121,7 @@ def run_one(run: Run, eval_steps=(), cpus=None, pins=None) -> str:
 def prepare(study: Study, study_dir: str) -> None:
     """The study's one-off commands (e.g. train the autoencoder, encode the data), each once."""
     path = os.path.join(study_dir, PREPARED_FILE)
-    done = progress.read_json(path) or []
+    done = progress.read_json(path, 'the study\'s record of prepare steps done', list) or []
     for cmd in prepare_commands(study, study_dir):
         shown = ' '.join(cmd[1:])  # without the interpreter's path, which may differ between machines
         if shown in done:

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import os
 import sys
+
+from lct_jax.names import check_component
+from lct_jax.untrusted import UnreadableFileError, read_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -74,23 +76,64 @@ class Run:
         return f'{self.variant}/seed_{self.seed}'
 
 
+class StudyFileError(ValueError):
+    """A study file that cannot be read or does not describe a study: names the file and why."""
+
+
+def _strings(value, what: str) -> tuple:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f'{what}: expected a list of strings, got {value!r:.80}')
+    return tuple(value)
+
+
 def _as_variant(name: str, value) -> Variant:
+    check_component(name, 'variant name')  # it becomes <study_dir>/runs/<name>: nothing may escape
     if isinstance(value, str):
         return Variant(name, value)
     if isinstance(value, dict):
         unknown = set(value) - {'config', 'overrides'}
         if unknown:
             raise ValueError(f'variant {name!r}: unknown keys {sorted(unknown)}; valid: config, overrides')
-        return Variant(name, value.get('config', ''), tuple(value.get('overrides', ())))
+        config = value.get('config', '')
+        if not isinstance(config, str):
+            raise ValueError(f'variant {name!r}: config {config!r:.60} is not a string')
+        return Variant(name, config, _strings(value.get('overrides', ()), f'variant {name!r}: overrides'))
     raise ValueError(f'variant {name!r}: expected a config variant string or a dict, got {value!r}')
 
 
 def study_from_dict(d: dict, source: str = '') -> Study:
+    """A Study from its dict, every field checked (a study file is made by hand, or copied from
+    elsewhere): a wrong type, a name that would become a path outside the study's root."""
+    try:
+        return _study_from_dict(d, source)
+    except (ValueError, KeyError, TypeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, KeyError):
+            message = f'no {message!r}: a study needs name, config, variants and seeds'
+        raise StudyFileError(f'{source or "study"}: {message}') from None
+
+
+def _ints(value, what: str) -> tuple:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                      for v in value):
+        raise ValueError(f'{what}: expected a list of integers, got {value!r:.80}')
+    return tuple(value)
+
+
+def _study_from_dict(d: dict, source: str = '') -> Study:
+    if not isinstance(d, dict):
+        raise ValueError(f'STUDY must be a dict, got a {type(d).__name__}')
     known = {'name', 'config', 'variants', 'seeds', 'baseline', 'overrides', 'eval_steps', 'eval_overrides',
              'prepare', 'notes', 'pins'}
     unknown = set(d) - known
     if unknown:
         raise ValueError(f'{source or "study"}: unknown keys {sorted(unknown)}; valid: {sorted(known)}')
+    name = d['name']
+    check_component(name, 'study name')  # it becomes workdir/study/<name>
+    if not isinstance(d['config'], str) or not d['config']:
+        raise ValueError(f"config {d['config']!r:.60}: expected a config file[:variants] string")
+    if not isinstance(d['variants'], dict) or not d['variants']:
+        raise ValueError(f"variants: expected a non-empty dict of name -> variant, got {d['variants']!r:.80}")
     variants = tuple(_as_variant(k, v) for k, v in d['variants'].items())
     names = [v.name for v in variants]
     baseline = d.get('baseline', names[0])
@@ -98,24 +141,44 @@ def study_from_dict(d: dict, source: str = '') -> Study:
         raise ValueError(f'{source or "study"}: baseline {baseline!r} is not a variant; variants: {names}')
     if not d.get('seeds'):
         raise ValueError(f'{source or "study"}: no seeds')
-    return Study(name=d['name'], config=d['config'], variants=variants, seeds=tuple(int(s) for s in d['seeds']),
-                 baseline=baseline, overrides=tuple(d.get('overrides', ())),
-                 eval_steps=tuple(int(s) for s in d.get('eval_steps', ())),
-                 eval_overrides=tuple(d.get('eval_overrides', ())),
-                 prepare=tuple(tuple(c) for c in d.get('prepare', ())), source=source,
-                 pins=dict(d.get('pins', {})))
+    seeds = _ints(d['seeds'], 'seeds')
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f'seeds {list(seeds)}: a seed is listed twice')
+    prepare = d.get('prepare', ())
+    if not isinstance(prepare, (list, tuple)):
+        raise ValueError(f'prepare: expected a list of commands, got {prepare!r:.80}')
+    pins = d.get('pins', {})
+    if not isinstance(pins, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in pins.items()):
+        raise ValueError(f'pins: expected {{path: sha256}} strings, got {pins!r:.80}')
+    return Study(name=name, config=d['config'], variants=variants, seeds=seeds,
+                 baseline=baseline, overrides=_strings(d.get('overrides', ()), 'overrides'),
+                 eval_steps=_ints(d.get('eval_steps', ()), 'eval_steps'),
+                 eval_overrides=_strings(d.get('eval_overrides', ()), 'eval_overrides'),
+                 prepare=tuple(_strings(c, 'a prepare command') for c in prepare), source=source,
+                 pins=dict(pins))
 
 
 def load_study(path: str) -> Study:
     """A study from a .py file (its `STUDY` dict) or a .json file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'study file not found: {path}')
     if path.endswith('.json'):
-        with open(path) as f:
-            return study_from_dict(json.load(f), path)
+        try:
+            return study_from_dict(read_json(path, 'a study file', expect=dict), path)
+        except UnreadableFileError as e:
+            raise StudyFileError(str(e)) from None
+    # A .py study file is code, like a config file: it is run (only name study files you trust).
     spec = importlib.util.spec_from_file_location(f'_lct_study_{abs(hash(path))}', path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise StudyFileError(f'{path}: not valid Python: {e.msg} (line {e.lineno})') from None
+    except Exception as e:  # noqa: BLE001 - whatever the file's own code raises, name the file
+        raise StudyFileError(f'{path}: running the study file failed: {type(e).__name__}: '
+                             f'{str(e).splitlines()[0] if str(e) else ""}') from None
     if not hasattr(module, 'STUDY'):
-        raise ValueError(f'{path} defines no STUDY dict')
+        raise StudyFileError(f'{path} defines no STUDY dict')
     return study_from_dict(module.STUDY, path)
 
 

@@ -61,9 +61,15 @@ def pid_is_alive(pid: int) -> bool:
         return True
 
 
+def _heartbeat(holder: dict) -> float:
+    """The holder's heartbeat time; 0 (long ago) if a damaged lock file holds no number there."""
+    value = holder.get('heartbeat', 0)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
 def describe_holder(holder: dict, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    age = now - float(holder.get('heartbeat', 0))
+    age = now - _heartbeat(holder)
     return (f'host {holder.get("host")}, pid {holder.get("pid")}, job {holder.get("job") or "-"}, '
             f'started {holder.get("started")}, last heartbeat {age:.0f} s ago')
 
@@ -73,21 +79,23 @@ def staleness(holder: dict, host: str, stale_after_s: float, now: float | None =
     now = time.time() if now is None else now
     if holder.get('host') == host and isinstance(holder.get('pid'), int) and not pid_is_alive(holder['pid']):
         return f'its process {holder["pid"]} on this host is dead'
-    age = now - float(holder.get('heartbeat', 0))
+    age = now - _heartbeat(holder)
     if age > stale_after_s:
         return f'no heartbeat for {age:.0f} s (> {stale_after_s:.0f} s)'
     return None
 
 
 def read_holder(path: str) -> dict | None:
-    """The lock's content; {} if it is unreadable (being written, or damaged); None if absent."""
+    """The lock's content; {} if it is unreadable (being written, or damaged: not JSON, not a JSON
+    object); None if absent."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, 'rb') as f:
+            holder = json.loads(f.read().decode('utf-8'))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 class WorkdirLock:

@@ -33,7 +33,8 @@ ALLOW_FLAG = '--allow_config_change'
 # samples, checkpoint retention, the sampling/evaluation settings used outside the train step).
 NOT_TRAINING_KEYS = (
     'log_every', 'checkpoint_every', 'sample_every',
-    'train.keep_checkpoints', 'train.keep_period', 'train.prefetch', 'train.restore_fallback',
+    'train.keep_checkpoints', 'train.keep_period', 'train.prefetch', 'train.reader_processes',
+    'train.restore_fallback',
     'data.latent_dir', 'data.image_dir', 'data.encode_batch_size', 'autoencoder.weights',
     'sampling.', 'evaluation.',
 )
@@ -127,15 +128,30 @@ def _write_atomically(path: str, data) -> None:
     os.replace(tmp, path)
 
 
-def read_json(path: str):
+def read_json(path: str, what: str = 'a run record file'):
+    """A record file's content (a JSON object), None if absent; a damaged one is an error naming it."""
+    from lct_jax.untrusted import read_json as read_untrusted
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return read_untrusted(path, what, expect=dict)
 
 
 def recorded_config(workdir: str) -> dict | None:
-    return read_json(os.path.join(workdir, CONFIG_FILE))
+    return read_json(os.path.join(workdir, CONFIG_FILE), "the run's recorded config")
+
+
+def read_run(path: str) -> dict | None:
+    """run.json, its lists checked (every writer and reader of it relies on them)."""
+    from lct_jax.untrusted import UnreadableFileError
+    run = read_json(path, "the run's history")
+    if run is None:
+        return None
+    for key in ('config_changes', 'segments'):
+        value = run.setdefault(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise UnreadableFileError(f'{path}: the run\'s history: {key!r} is not a list of JSON objects; '
+                                      'the file is damaged: restore it (or move it aside to start a new history)')
+    return run
 
 
 def latest_checkpoint_step(workdir: str) -> int | None:
@@ -183,7 +199,7 @@ class RunRecord:
 
     def begin_segment(self, current: dict, step: int, changes: dict[str, tuple], environment: dict) -> None:
         """Record a start that has succeeded at `step` (the restored checkpoint, 0 if fresh)."""
-        run = read_json(self.run_path) or {'created': now_iso(), 'config_changes': [], 'segments': []}
+        run = read_run(self.run_path) or {'created': now_iso(), 'config_changes': [], 'segments': []}
         if step > 0 and not os.path.exists(self.config_path):  # resumed unrecorded checkpoints (allowed)
             run['config_changes'].append({
                 'step': step, 'when': now_iso(), 'changes': {},
@@ -204,14 +220,19 @@ class RunRecord:
         _write_atomically(self.run_path, run)
 
     def end_segment(self, to_step: int | None, end: str) -> None:
-        run = read_json(self.run_path)
+        run = read_run(self.run_path)
         if not run or not run['segments']:
             return
-        run['segments'][-1].update(to_step=to_step, ended=now_iso(), end=end,
-                                   seconds=round(time.time() - _parse_iso(run['segments'][-1]['started']), 1))
+        started = run['segments'][-1].get('started')
+        seconds = round(time.time() - _parse_iso(started), 1) if isinstance(started, str) else None
+        seconds = None if seconds != seconds else seconds  # NaN: an unreadable start time
+        run['segments'][-1].update(to_step=to_step, ended=now_iso(), end=end, seconds=seconds)
         _write_atomically(self.run_path, run)
 
 
 def _parse_iso(text: str) -> float:
     import datetime
-    return datetime.datetime.fromisoformat(text).timestamp()
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError:  # a damaged record: the duration is unknown, the end is still worth recording
+        return float('nan')
