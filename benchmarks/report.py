@@ -4,8 +4,50 @@ from __future__ import annotations
 import os
 
 
+# Sections of README.md written by hand (from other scripts' results, and the notes), kept below the
+# generated tables in the order they stand.
+HAND_WRITTEN = ('## Running the accelerator check', '## A study\'s runs on a CPU-only machine',
+                '## An evaluation, cold and warm', '## Notes')
+
+
 def _fmt(v, fmt):
     return fmt.format(v) if isinstance(v, (int, float)) else str(v)
+
+
+def host_pipeline_lines(h, headroom=None) -> list[str]:
+    """The whole host pipeline's table (and its projection), from benchmarks/host_pipeline.py."""
+    lines = ['', '## The whole host pipeline (read, parse, normalise, noise, OT pairing, assembly)', '',
+             '`python benchmarks/host_pipeline.py` (also `run.py --only host_pipeline`): per-device batch 128 of',
+             '32x32x4 latents, one device block (one pairing thread) per core, each configuration in its own',
+             'process pinned to its cores. "per CPU-second" is examples over the CPU time of the whole',
+             'pipeline (its threads and reader processes): what one busy core does, whatever else shares the',
+             'cores; the wall rates depend on that load (beside them).', '',
+             '| configuration | cores | reader processes | examples/s (wall) | cores busy | examples per CPU-second |',
+             '|---|---|---|---|---|---|']
+    for key, label in (('one_core', 'one core'), ('all_cores_reader_threads', 'every core, reader in threads'),
+                       ('all_cores_reader_processes', 'every core, reader processes')):
+        v = h[key]
+        lines.append(f"| {label} | {len(v['cores'])} | {v['read_processes']} | {v['examples_per_s']:.0f} | "
+                     f"{v['cores_busy']:.2f} | {v['examples_per_cpu_second']:.0f} |")
+    lines += ['', f"Per busy core (every core busy, reader processes): **{h['examples_per_s_per_busy_core']:.0f} "
+              f"examples/s**; with every core busy **{h['examples_per_s_all_cores_busy']:.0f} examples/s** in total "
+              f"on {h['cores']} cores (wall; load average {h['load_average_1min_before']:.1f} before, "
+              f"{h['load_average_1min_after']:.1f} after); a busy core's cost with all busy over one alone: "
+              f"{h['per_core_cost_all_over_one']:.2f}."]
+    if headroom:
+        a = headroom['assumptions']
+        lines += ['', '### host_pipeline_headroom (a projection)', '',
+                  '| host | accelerators consume examples/s (projected) | whole host pipeline examples/s | headroom |',
+                  '|---|---|---|---|']
+        for name, v in headroom.items():
+            if name != 'assumptions':
+                lines.append(f"| {name} | {v['accelerator_examples_per_s']:.0f} (step "
+                             f"{v['step_seconds_projected'] * 1e3:.1f} ms) | {v['host_pipeline_examples_per_s']:.0f} | "
+                             f"**{v['headroom']:.1f}** |")
+        lines += ['', 'Assumptions:', f"- {a['cores_note']};",
+                  f"- per-core rate {a['host_examples_per_s_per_core']:.0f} examples/s: {a['per_core_rate']};",
+                  f"- consumption: {a['consumption']};", f"- not included: {a['not_included']}."]
+    return lines
 
 
 def write_markdown(r, path):
@@ -109,8 +151,10 @@ def write_markdown(r, path):
                   f"host {o['host_pairing_seconds']:.4f} s, steps ahead."]
     if 'peak_memory_paper' in r:
         lines += ['', '## Peak memory of the paper step', '',
-                  '151M-parameter UNet, float32, RAdam + 2 EMAs: XLA\'s memory analysis of the compiled update program',
-                  '(not run): arguments + outputs + temporaries - donated aliases.', '',
+                  'The paper\'s UNet with NsLN (158.4M trainable parameters; 151.3M with GroupNorm, spec §12), float32, RAdam +',
+                  '2 EMAs: XLA\'s memory analysis of the compiled update program (not run): arguments + outputs + temporaries -',
+                  'donated aliases. Replicated against sharded (FSDP) state, and DiT-B/2 / DiT-XL/2, on 8 devices:',
+                  '[fsdp_memory.md](fsdp_memory.md) (`python benchmarks/fsdp_memory.py`).', '',
                   '| per-device batch | temp GB | arguments GB | peak estimate GB | fits 16 / 32 / 80 GB |',
                   '|---|---|---|---|---|']
         for v in r['peak_memory_paper'].values():
@@ -129,6 +173,8 @@ def write_markdown(r, path):
             v = r[f'input_pipeline_{k}']
             lines.append(f"| {k} | {v['reader_examples_per_s']:.0f} | {v['step_consumes_examples_per_s']:.2f} | "
                          f"{v['headroom']:.0f}x |")
+    if 'host_pipeline' in r:
+        lines += host_pipeline_lines(r['host_pipeline'], r.get('host_pipeline_headroom'))
     if 'vs_pytorch' in r:
         lines += ['', '## Beside PyTorch on the same CPU', '',
                   'Our update program against a PyTorch step of the same UNet (64-channel paper UNet, batch 16), loss',
@@ -145,8 +191,9 @@ def write_markdown(r, path):
                              f"{v['pytorch_seconds']:.3f} | **{v['vs_pytorch_step_ratio']:.2f}** | "
                              f"{v['conv_ratio']:.2f} | {v['load_average_1min']:.1f} |")
     notes = ''
-    if os.path.exists(path):  # keep the hand-written notes below the generated tables
+    if os.path.exists(path):  # keep the hand-written sections below the generated tables
         old = open(path).read()
-        if '\n## Notes' in old:
-            notes = old[old.index('\n## Notes'):]
+        starts = [old.index('\n' + h) for h in HAND_WRITTEN if '\n' + h in old]
+        if starts:
+            notes = old[min(starts):]
     open(path, 'w').write('\n'.join(lines) + '\n' + notes)

@@ -111,3 +111,70 @@ def test_analyze_writes_boxplot_and_summary(digits_dir, tmp_path):
     heavy, gauss = tukey_summary(rng.standard_t(2.5, 100_000)), tukey_summary(rng.standard_normal(100_000))
     assert heavy['fraction_beyond_outer_fences'] > 10 * gauss['fraction_beyond_outer_fences']
     assert heavy['excess_kurtosis'] > 3 and abs(gauss['excess_kurtosis']) < 0.1
+
+
+def test_reader_processes_give_the_serial_batches(digits_dir):
+    ds = latents.LatentDataset(digits_dir)
+    norm = pipeline.Normalizer.from_dir(digits_dir, mode='scalar')
+    serial = pipeline.InputPipeline(ds, norm, 96, 0, slice(0, 96))
+    parallel = pipeline.InputPipeline(ds, norm, 96, 0, slice(0, 96), read_processes=3)
+    try:
+        for _ in range(20):  # past an epoch (18 steps of 96): the next permutation too
+            np.testing.assert_array_equal(next(parallel), next(serial))
+        resumed = pipeline.InputPipeline(ds, norm, 96, 0, slice(32, 96), start_step=7, read_processes=2)
+        np.testing.assert_array_equal(next(resumed), pipeline.InputPipeline.local_batch(serial, 7)[32:])
+        resumed.close()
+    finally:
+        serial.close(), parallel.close()
+
+
+def test_reader_processes_give_the_serial_labeled_batches(tmp_path):
+    d = str(tmp_path / 'labeled')
+    encode.encode_dataset(DigitsSource(8, labels=True), identity_codec(1), d, examples_per_shard=500,
+                          batch_size=256, show_progress=False)
+    ds = latents.LatentDataset(d)
+    norm = pipeline.Normalizer.from_dir(d, mode='scalar')
+    serial = pipeline.InputPipeline(ds, norm, 64, 0, slice(0, 64), labels=True)
+    parallel = pipeline.InputPipeline(ds, norm, 64, 0, slice(0, 64), labels=True, read_processes=2)
+    try:
+        for _ in range(3):
+            (xs, ys), (xp, yp) = next(serial), next(parallel)
+            np.testing.assert_array_equal(xp, xs)
+            np.testing.assert_array_equal(yp, ys)
+            assert yp.dtype == np.int32
+    finally:
+        serial.close(), parallel.close()
+
+
+def test_reader_processes_name_the_corrupt_shard_and_record(digits_dir, tmp_path):
+    import shutil
+    d = str(tmp_path / 'copy')
+    shutil.copytree(digits_dir, d)
+    path = os.path.join(d, 'shard-00002-of-00004.tfrecord')
+    off = tfrecord.index_records(path)[11][0]
+    with open(path, 'r+b') as f:
+        f.seek(off + 20)
+        f.write(b'\x00\x01\x02')
+    ds = latents.LatentDataset(d)
+    p = pipeline.InputPipeline(ds, pipeline.Normalizer.from_dir(d), 1797, 0, slice(0, 1797), read_processes=2)
+    with pytest.raises(tfrecord.CorruptRecordError, match='shard-00002-of-00004.tfrecord: record 11') as e:
+        next(p)
+    assert (e.value.path, e.value.record) == (path, 11)
+    p.close()
+
+
+def test_reader_chunks_keep_the_order_and_no_reader_process_outlives_close(digits_dir):
+    from lct_jax.data.parallel_reader import ProcessReader, chunks
+    idx = np.arange(10)[::-1]
+    assert [c.tolist() for c in chunks(idx, 3)] == [[9, 8, 7, 6], [5, 4, 3], [2, 1, 0]]
+    assert [c.tolist() for c in chunks(idx[:2], 4)] == [[9], [8]]  # no empty chunk
+    ds = latents.LatentDataset(digits_dir)
+    norm = pipeline.Normalizer.from_dir(digits_dir, mode='scalar')
+    reader = ProcessReader(digits_dir, norm, 2)
+    x = reader.read(idx, example_shape=ds.shape)
+    np.testing.assert_array_equal(x, norm.normalize(ds.read_batch(idx)).astype(np.float32))
+    pids = reader.pids()
+    assert len(pids) == 2
+    reader.close()
+    for pid in pids:
+        assert not os.path.exists(f'/proc/{pid}') or open(f'/proc/{pid}/stat').read().split(') ')[1][0] == 'Z'

@@ -15,6 +15,7 @@ import collections
 import numpy as np
 
 from lct_jax.data.latents import LatentDataset, read_manifest, read_stats
+from lct_jax.data.parallel_reader import ProcessReader
 
 
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -82,15 +83,20 @@ class InputPipeline:
     Yields x, or (x, z paired, per-row cost ratio) with a pairer; with `labels`
     (a class-conditional model) the int32 class labels of the rows come last:
     (x, labels), or (x, z, ratio, labels).
+
+    read_processes: 0 reads (and normalises) in those threads, which share one core through the
+    GIL; N > 0 hands each step's reading to N worker processes (`parallel_reader.ProcessReader`),
+    so reading scales with the host's cores. The batches are the same either way.
     """
 
     def __init__(self, dataset: LatentDataset, normalizer: Normalizer, batch_size: int, seed: int,
                  rows: slice, start_step: int = 0, prefetch: int = 4, workers: int = 4, pairer=None,
-                 labels: bool = False):
+                 labels: bool = False, read_processes: int = 0):
         self.dataset, self.normalizer, self.labels = dataset, normalizer, labels
         self.batch_size, self.seed, self.rows = batch_size, seed, rows
         self.step = start_step
         self.pairer = pairer
+        self._reader = ProcessReader(dataset.dir, normalizer, read_processes) if read_processes else None
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix='lct-input')
         self._queue: collections.deque = collections.deque()
         self._prefetch = prefetch
@@ -98,10 +104,14 @@ class InputPipeline:
 
     def local_batch(self, step: int) -> np.ndarray:
         idx = batch_indices(step, self.batch_size, len(self.dataset), self.seed)[self.rows]
+        if self._reader is not None:
+            return self._reader.read(idx, example_shape=self.dataset.shape)
         return self.normalizer.normalize(self.dataset.read_batch(idx)).astype(np.float32)
 
     def local_labeled_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         idx = batch_indices(step, self.batch_size, len(self.dataset), self.seed)[self.rows]
+        if self._reader is not None:
+            return self._reader.read(idx, labels=True, example_shape=self.dataset.shape)
         latents, labels = self.dataset.read_labeled_batch(idx)
         return self.normalizer.normalize(latents).astype(np.float32), labels
 
@@ -132,3 +142,5 @@ class InputPipeline:
         if self.pairer is not None:
             self.pairer.close()
         self._pool.shutdown(wait=True)
+        if self._reader is not None:  # after the threads that wait on it
+            self._reader.close()
