@@ -70,6 +70,8 @@ def get_config():
         keep_checkpoints=3,            # the last few ...
         keep_period=50_000,            # ... and every keep_period-th step
         prefetch=4,                    # steps the host prepares ahead: read, noise, OT pairing
+        reader_processes=0,            # 0: read in the pipeline's threads (one core, the GIL); N: N reader
+                                       # processes (an accelerator host: benchmarks/README.md, host pipeline)
         restore_fallback=False,        # if the newest checkpoint is unreadable, resume from an older one
     ))
     c.data = ml_collections.ConfigDict(dict(
