@@ -101,9 +101,9 @@ def run(config, workdir, mode, checkpoint='', allow_config_change=False, overrid
         print(f'lct_jax {mode}: {jax.process_count()} process(es), {jax.device_count()} '
               f'{jax.default_backend()} device(s), workdir {workdir}', flush=True)
     if mode == 'train':
-        from lct_jax.train.loop import latest_saved_step, train
-        done = latest_saved_step(workdir)
-        if done is not None and done >= config.total_steps:  # nothing to do: write nothing
+        from lct_jax.train.loop import finished_step, train
+        done = finished_step(config, workdir)
+        if done is not None:  # nothing to do: write nothing
             if jax.process_index() == 0:
                 print(f'{workdir}: already at step {done} of {config.total_steps}: nothing to train; '
                       f'to continue, raise --config.total_steps (with {"--allow_config_change"}, '

@@ -195,12 +195,19 @@ def close_all(closers, failure: BaseException | None) -> None:
         raise errors[0][1]
 
 
-def latest_saved_step(workdir: str) -> int | None:
-    """The newest finished checkpoint's step in <workdir>/checkpoints (None: none), read from the
-    directory names alone: Orbax writes a step under a temporary name and renames it when done."""
-    directory = os.path.join(workdir, 'checkpoints')
-    steps = [int(s) for s in os.listdir(directory) if s.isdigit()] if os.path.isdir(directory) else []
-    return max(steps) if steps else None
+def finished_step(config, workdir: str) -> int | None:
+    """The step a run already finished at, if this config asks for nothing more: its newest
+    checkpoint is at or past total_steps and the config changes no training key of the recorded
+    one (a change goes to WriterSession, which refuses it or, allowed, records it)."""
+    from lct_jax.workdir import record
+    latest = record.latest_checkpoint_step(workdir)
+    recorded = record.recorded_config(workdir) if latest is not None else None
+    if latest is None or latest < config.total_steps or recorded is None:
+        return None
+    changes = record.config_changes(recorded, record.config_as_dict(config))
+    if any(record.needs_permission(key, old, new) for key, (old, new) in changes.items()):
+        return None
+    return latest
 
 
 def train(config, workdir: str, show_progress: bool = True, on_start=None) -> dict:
