@@ -227,7 +227,12 @@ def reference_features(config, workdir, features: dict, limits: dict) -> dict:
         return compute()
     real, how = reference_cache.cached_features(parts, compute)
     if jax.process_index() == 0:
-        print(f'reference features: {how} ({", ".join(f"{k} {v.shape}" for k, v in real.items())})', flush=True)
+        from lct_jax.cache_dirs import cache_root
+        sizes = ', '.join(f'{v.shape[0]:,} images x {v.shape[1]:,} features ({name})' for name, v in real.items())
+        where = os.path.join(cache_root(), 'reference_features')
+        print(f'reference features of the training data: {sizes}, '
+              + (f'read from the cache in {where}' if how == 'hit' else f'computed and cached in {where} for next time'),
+              flush=True)
     return real
 
 
@@ -287,8 +292,8 @@ def evaluate(config, workdir, checkpoint=''):
         results.append_rows(workdir, rows)
         comparison = table1.write_comparison(ev.comparison_dir or os.path.dirname(os.path.abspath(workdir)),
                                              ev.dataset)
-        print(f'results table: {os.path.join(workdir, "results.md")}; ours beside the paper: {comparison}',
-              flush=True)
+        print(f'results: a row per sampler appended to {os.path.join(workdir, "results.md")} (and .json); '
+              f'every run of {ev.dataset} found beside it, ours beside the paper\'s: {comparison}', flush=True)
     return rows
 
 

@@ -48,14 +48,15 @@ def test_an_unwritable_cache_costs_time_not_the_evaluation(tmp_path, capsys):
 
 def test_the_latent_dir_fingerprint_follows_a_re_encode(tmp_path):
     import json
-    (tmp_path / 'manifest.json').write_text(json.dumps({'shards': ['s0'], 'count': 2}))
+    fields = {'shape': [8, 8, 1], 'dtype': 'float32', 'scale_factor': 1.0}  # a manifest is checked when read
+    (tmp_path / 'manifest.json').write_text(json.dumps({'shards': ['s0'], 'count': 2, **fields}))
     (tmp_path / 's0').write_bytes(b'12345')
     before = reference_cache.latent_dir_fingerprint(str(tmp_path))
     assert reference_cache.latent_dir_fingerprint(str(tmp_path)) == before
     (tmp_path / 's0').write_bytes(b'123456')  # a shard rewritten
     assert reference_cache.latent_dir_fingerprint(str(tmp_path)) != before
     shard = reference_cache.latent_dir_fingerprint(str(tmp_path))
-    (tmp_path / 'manifest.json').write_text(json.dumps({'shards': ['s0'], 'count': 3}))
+    (tmp_path / 'manifest.json').write_text(json.dumps({'shards': ['s0'], 'count': 3, **fields}))
     assert reference_cache.latent_dir_fingerprint(str(tmp_path)) != shard
 
 
@@ -108,7 +109,9 @@ def test_evaluation_serves_the_reference_from_the_cache_with_equal_distances(tmp
     first = cli.evaluate(c, str(tmp_path))
     second = cli.evaluate(c, str(tmp_path))
     out = capsys.readouterr().out
-    assert 'reference features: miss' in out and 'reference features: hit' in out
+    assert 'computed and cached in' in out and 'read from the cache in' in out
+    assert '1,797 images x 64 features (fid)' in out   # the whole training set, the digits MLP's 64-d
+    assert 'ours beside the paper\'s: ' + os.path.join(str(tmp_path.parent), 'comparison_digits.md') in out
     assert [r['fid'] for r in first] == [r['fid'] for r in second]
     assert len(os.listdir(tmp_path / 'cache' / 'reference_features')) == 2  # the features + their key's parts
 

@@ -6,6 +6,9 @@ tool can read the other's. Features come from `models.inception.InceptionV3`
 """
 from __future__ import annotations
 
+import sys
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -18,7 +21,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
         raise ValueError(f'statistics of different sizes: mu {mu1.shape} vs {mu2.shape}, '
                          f'sigma {sigma1.shape} vs {sigma2.shape}')
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    with warnings.catch_warnings(record=True) as caught:  # SciPy's LinAlgWarning: said once, in words
+        warnings.simplefilter('always', linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if any(issubclass(w.category, linalg.LinAlgWarning) for w in caught):
+        _note_singular_once(sigma1.shape[0])
     if not np.isfinite(covmean).all():
         # A singular product: add eps to the diagonals, as pytorch-fid does.
         offset = np.eye(sigma1.shape[0]) * eps
@@ -28,6 +35,19 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
             raise ValueError(f'imaginary component {np.max(np.abs(covmean.imag))} in sqrt(S1 S2)')
         covmean = covmean.real
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+_SAID = set()
+
+
+def _note_singular_once(dims: int) -> None:
+    """pytorch-fid computes through a singular S1 S2 (its sqrtm warning silenced): so do we, and say
+    why once per process instead of SciPy's raw warning at every distance."""
+    if 'singular' not in _SAID:
+        _SAID.add('singular')
+        print(f'note: the product of the two {dims}x{dims} feature covariances is singular (more feature '
+              'dimensions than independent samples, or a constant feature); its square root is computed '
+              'as pytorch-fid does, without an offset unless it is not finite', file=sys.stderr, flush=True)
 
 
 def statistics(features) -> tuple[np.ndarray, np.ndarray]:
