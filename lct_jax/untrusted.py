@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tokenize
 import zipfile
 import zlib
 
@@ -104,7 +105,8 @@ def load_npz(path: str, what: str, required: tuple = ()) -> dict[str, np.ndarray
     except UnreadableFileError:
         raise
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-            RuntimeError, OverflowError, MemoryError, TypeError) as e:
+            RuntimeError, OverflowError, MemoryError, TypeError, SyntaxError, tokenize.TokenError) as e:
+        # numpy parses a .npy header with ast.literal_eval: a damaged one is a SyntaxError or TokenError
         raise UnreadableFileError(f'{path} is not a readable .npz file ({what}): {_first_line(e)}') from None
     missing = [k for k in required if k not in arrays]
     if missing:

@@ -186,16 +186,17 @@ class TfdsSource(Source):
         builder = _tfds_builder(name, data_dir)  # first: it says what to install if tfds is missing
         from tensorflow_datasets.core import file_adapters
         from tensorflow_datasets.core.decode import base as decode_base
-        try:
-            split_info = builder.info.splits[split]  # also slices: 'train[:1000]'
-        except (KeyError, ValueError) as e:
-            raise ValueError(f'tfds {name}: split {split!r}: {e}') from None
-        fmt = builder.info.file_format
+        with _metadata_errors(builder, name):
+            splits, fmt, features = builder.info.splits, builder.info.file_format, builder.info.features
+            if split.partition('[')[0] not in splits:
+                raise ValueError(f'tfds {name}: split {split!r}: the dataset has splits {sorted(splits)}')
+            split_info = splits[split]  # also slices: 'train[:1000]'
+            instructions, num_examples = split_info.file_instructions, split_info.num_examples
         if fmt == file_adapters.FileFormat.ARRAY_RECORD:
             self._records = builder.as_data_source(split=split,
                                                    deserialize_method=decode_base.DeserializeMethod.RAW_BYTES)
         elif fmt in (None, file_adapters.FileFormat.TFRECORD):  # tfds' default format
-            self._records = TFRecordSplit(split_info.file_instructions)
+            self._records = TFRecordSplit(instructions)
         else:
             raise ValueError(f'tfds {name}: file format {fmt.value} is not read here; prepare it as '
                              f'array_record or tfrecord')
@@ -203,8 +204,7 @@ class TfdsSource(Source):
         self.file_format = (fmt or file_adapters.FileFormat.TFRECORD).value
         self.resolution = resolution
         self.records_read = 0
-        self._len = split_info.num_examples
-        features = builder.info.features
+        self._len = num_examples
         names = getattr(features['label'], 'names', None) if 'label' in features else None
         if labels and not names:
             raise ValueError(f'data.class_labels=True, but tfds {name} has no ClassLabel feature "label"')
@@ -214,9 +214,15 @@ class TfdsSource(Source):
     def __len__(self):
         return self._len
 
-    def _pixels(self, payload: bytes) -> np.ndarray:
+    def _features(self, payload: bytes) -> dict:
         from lct_jax.data import example_codec
-        features = example_codec.decode_example(payload)
+        try:
+            return example_codec.decode_example(payload)
+        except ValueError as e:  # a record that passed its checksum but holds no Example
+            raise BadImageError(f'{self.name}: a record is not a tf.train.Example: {e}') from None
+
+    def _pixels(self, payload: bytes) -> np.ndarray:
+        features = self._features(payload)
         if not features.get(self.image_key):
             raise ValueError(f'{self.name}: examples have no {self.image_key!r} image; '
                              f'their bytes / int features: {sorted(features)}')
@@ -241,10 +247,12 @@ class TfdsSource(Source):
             self._labels_read = dict(zip((int(i) for i in indices), map(self._label_of, payloads)))
         return np.stack([self._pixels(p) for p in payloads])
 
-    @staticmethod
-    def _label_of(payload: bytes) -> int:
-        from lct_jax.data import example_codec
-        return int(example_codec.decode_example(payload)['label'][0])
+    def _label_of(self, payload: bytes) -> int:
+        label = self._features(payload).get('label')
+        if not label or not isinstance(label[0], int) or not 0 <= label[0] < len(self.classes):
+            raise BadImageError(f'{self.name}: a record\'s label {label!r:.40} is not one of its '
+                                f'{len(self.classes)} classes')
+        return label[0]
 
     def labels(self, indices):
         """The examples' `label` feature (from the last `images` call, or read again)."""
@@ -257,6 +265,25 @@ class TfdsSource(Source):
         return self.labels([index])[0] if self.classes else None
 
 
+class _metadata_errors:
+    """Any failure reading a prepared dataset's metadata (tfds parses dataset_info.json and
+    features.json lazily, and raises its own ParseError, TypeError, ...) as one error naming them."""
+
+    def __init__(self, builder, name: str):
+        self.where = os.path.join(str(getattr(builder, 'data_dir', name)), 'dataset_info.json')
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None or issubclass(exc_type, (ValueError, KeyboardInterrupt, SystemExit)) and \
+                str(exc).startswith('tfds '):
+            return False
+        from lct_jax.untrusted import UnreadableFileError
+        raise UnreadableFileError(f'{self.where} (or features.json beside it): the tfds metadata cannot be read: '
+                                  f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}') from None
+
+
 def _tfds_builder(name: str, data_dir: str | None):
     """The builder of a prepared dataset: a directory holding dataset_info.json, or a name in data_dir."""
     try:
@@ -265,7 +292,13 @@ def _tfds_builder(name: str, data_dir: str | None):
         raise ImportError('data.source=tfds needs tensorflow-datasets (pip install -e . or -r requirements.txt)') from e
     path = os.path.expanduser(name)
     if os.path.isfile(os.path.join(path, 'dataset_info.json')):
-        return tfds.builder_from_directory(path)
+        try:
+            return tfds.builder_from_directory(path)
+        except Exception as e:  # noqa: BLE001 - tfds raises ParseError, KeyError, TypeError ... for damaged files
+            from lct_jax.untrusted import UnreadableFileError
+            raise UnreadableFileError(f'{os.path.join(path, "dataset_info.json")} (or features.json beside it): '
+                                      f'the tfds metadata cannot be read: {type(e).__name__}: '
+                                      f'{str(e).splitlines()[0] if str(e) else ""}') from None
     try:
         builder = tfds.builder(name, data_dir=data_dir or None)
     except Exception as e:  # noqa: BLE001 - tfds raises several kinds; the user needs one line
@@ -306,6 +339,10 @@ class TFRecordSplit:
             self._offsets = tfrecord.index_records(path)
             self._f, self._open_file = open(path, 'rb'), k
         record = skip + index - self._starts[k]
+        if record >= len(self._offsets):  # dataset_info.json's shard lengths promise more than the file holds
+            raise tfrecord.CorruptRecordError(path, record, os.path.getsize(path),
+                                              f'the dataset\'s metadata says it holds record {record}, '
+                                              f'the file ends after {len(self._offsets)}')
         return tfrecord.read_record(self._f, path, record, *self._offsets[record])
 
 

@@ -20,6 +20,17 @@ class WeightsError(ValueError):
     """A weights file does not fit the model: lists everything that is wrong."""
 
 
+class StateDict(dict):
+    """{name: array} read from a file, which it remembers (`source`) so that a conversion error names it."""
+    source: str = ''
+
+
+def _from_file(arrays: dict, path: str) -> StateDict:
+    sd = StateDict(arrays)
+    sd.source = path
+    return sd
+
+
 def to_numpy(value) -> np.ndarray:
     if hasattr(value, 'detach'):  # a torch tensor; torch stays an optional dependency
         value = value.detach().cpu().float().numpy()
@@ -35,10 +46,10 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     if not os.path.exists(path):
         raise FileNotFoundError(f'weights file not found: {path}')
     if path.endswith('.safetensors'):
-        return untrusted.load_safetensors(path, 'weights')
+        return _from_file(untrusted.load_safetensors(path, 'weights'), path)
     if path.endswith('.npz'):
-        return untrusted.load_npz(path, 'weights')
-    return state_dict_arrays(untrusted.torch_load(path, 'weights'), path)
+        return _from_file(untrusted.load_npz(path, 'weights'), path)
+    return _from_file(state_dict_arrays(untrusted.torch_load(path, 'weights'), path), path)
 
 
 def state_dict_arrays(obj, path: str, what: str = 'weights') -> dict[str, np.ndarray]:
@@ -57,7 +68,7 @@ def state_dict_arrays(obj, path: str, what: str = 'weights') -> dict[str, np.nda
         except (RuntimeError, TypeError, ValueError) as e:
             raise UnreadableFileError(f'{path}: {what}: tensor {k!r:.60} cannot be read as numbers: '
                                       f'{type(e).__name__}: {e}') from None
-    return out
+    return _from_file(out, path)
 
 
 def conv_from_torch(w):   # (O, I, kh, kw) -> (kh, kw, I, O)
@@ -112,7 +123,8 @@ def strict_convert(state_dict: Mapping, table: Mapping[str, Entry], target_shape
         else:
             unexpected.append(k)
     if missing or unexpected or bad_shape or bad_value:
-        lines = [f'{what}: the weights do not fit the model.']
+        source = getattr(state_dict, 'source', '')
+        lines = [f'{what}: the weights {f"in {source} " if source else ""}do not fit the model.']
         for title, items in (('missing keys', missing), ('unexpected keys', sorted(unexpected)),
                              ('wrong shapes', bad_shape), ('wrong values', bad_value)):
             if items:
@@ -198,7 +210,7 @@ def _modernise_vae_keys(state_dict: Mapping) -> dict:
             if v.ndim == 4:
                 v = v[:, :, 0, 0]
         out['.'.join(parts)] = v
-    return out
+    return _from_file(out, getattr(state_dict, 'source', ''))
 
 
 def vae_params_from_torch(state_dict: Mapping, model) -> dict:

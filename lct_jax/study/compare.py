@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.labels and len(a.labels) != len(a.results):
         p.error(f'--labels: {len(a.labels)} labels for {len(a.results)} results files')
-    emit(side_by_side(read_results(a.results, a.labels), a.step, a.late), a.out, a.replace)
+    emit(table_of(a.results, a.labels, lambda r: side_by_side(r, a.step, a.late)), a.out, a.replace)
     return 0
 
 
@@ -91,6 +91,17 @@ def read_results(paths: list[str], labels: list[str] | None = None) -> dict[str,
             label += "'"
         results[label] = r
     return results
+
+
+def table_of(paths: list[str], labels, make) -> str:
+    """make(read_results(paths, labels)): a table of study reports, where a report whose content is
+    not what the writer makes (a damaged or hand-edited results.json) is one error naming the files."""
+    results = read_results(paths, labels)
+    try:
+        return make(results)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, ZeroDivisionError) as e:
+        raise UnreadableFileError(f'{", ".join(paths)}: not the study reports `python -m lct_jax.study report` '
+                                  f'writes (a table could not be made of them: {type(e).__name__}: {e})') from None
 
 
 def emit(text: str, out: str = '', replace: bool = False) -> None:

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from lct_jax.study import aggregate
-from lct_jax.study.compare import emit, read_results
+from lct_jax.study.compare import emit, table_of
 from lct_jax.study.report import _mean_std, _signed_delta, _verdict
 
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     labels = a.labels or [chr(ord('a') + i) for i in range(len(a.results))]
     if len(labels) != len(a.results):
         p.error(f'--labels: {len(labels)} labels for {len(a.results)} results files')
-    emit(pooled_table(read_results(a.results, labels), a.step, a.late), a.out, a.replace)
+    emit(table_of(a.results, labels, lambda r: pooled_table(r, a.step, a.late)), a.out, a.replace)
     return 0
 
 

@@ -3,9 +3,18 @@
 Saves are atomic (Orbax writes a temporary directory and renames it when
 complete), so an interrupted or failed save never replaces the previous
 checkpoint. We keep the last `keep` checkpoints plus every `keep_period`-th.
+
+Sealed: once a save is complete, the sha256 of every file of its step directory
+goes into <step>/lct_sha256.json, and every restore checks them first. Why: Orbax's
+array files carry no checksum, so a flipped byte in one was read back as other
+weights without a word (the fuzz harness, tests/fuzz, found it); now it is an error
+naming the file. A checkpoint without the file (written before it existed) is read
+unchecked.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import jax
@@ -37,9 +46,11 @@ def _save_failed(manager, what: str, e: Exception) -> CheckpointError:
 def save(manager: ocp.CheckpointManager, step: int, state, force: bool = False) -> bool:
     """Start saving `step` (asynchronously); an error of an earlier async save surfaces here."""
     try:
-        return manager.save(step, args=ocp.args.StandardSave(state), force=force)
+        saved = manager.save(step, args=ocp.args.StandardSave(state), force=force)
     except Exception as e:  # noqa: BLE001 - e.g. the disk is full; Orbax wraps OSErrors variously
         raise _save_failed(manager, f'saving the checkpoint of step {step}', e) from e
+    seal_finished(manager, skip=step)  # the earlier saves are complete once a new one has started
+    return saved
 
 
 def wait(manager: ocp.CheckpointManager) -> None:
@@ -48,6 +59,64 @@ def wait(manager: ocp.CheckpointManager) -> None:
         manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
         raise _save_failed(manager, 'finishing a checkpoint save', e) from e
+    seal_finished(manager)
+
+
+# --- seals: the checksums of a complete checkpoint's files ---------------------
+
+SEAL_FILE = 'lct_sha256.json'
+
+
+def _file_digests(step_dir: str) -> dict[str, str]:
+    out = {}
+    for d, _, files in os.walk(step_dir):
+        for f in files:
+            path = os.path.join(d, f)
+            rel = os.path.relpath(path, step_dir)
+            if rel.startswith(SEAL_FILE):  # the seal itself, and its temporary file while it is written
+                continue
+            h = hashlib.sha256()
+            with open(path, 'rb') as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b''):
+                    h.update(chunk)
+            out[rel] = h.hexdigest()
+    return out
+
+
+def seal(step_dir: str) -> None:
+    """Write the digests of a complete step directory's files (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(step_dir, SEAL_FILE)
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(_file_digests(step_dir), f, indent=0, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def seal_finished(manager: ocp.CheckpointManager, skip: int | None = None) -> None:
+    for step in manager.all_steps():
+        step_dir = os.path.join(str(manager.directory), str(step))
+        if step != skip and os.path.isdir(step_dir) and not os.path.exists(os.path.join(step_dir, SEAL_FILE)):
+            seal(step_dir)
+
+
+def verify_seal(step_dir: str) -> None:
+    """CheckpointError naming every file of `step_dir` that is not as it was saved; nothing if unsealed."""
+    from lct_jax.untrusted import UnreadableFileError, read_json
+    path = os.path.join(step_dir, SEAL_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        sealed = read_json(path, "a checkpoint's file checksums", expect=dict)
+    except UnreadableFileError as e:
+        raise CheckpointError(str(e)) from None
+    now = _file_digests(step_dir)
+    wrong = sorted(os.path.join(step_dir, k) for k in set(sealed) | set(now) if sealed.get(k) != now.get(k))
+    if wrong:
+        raise CheckpointError(f'the checkpoint at {step_dir} is damaged: {len(wrong)} file(s) differ from '
+                              f'what was saved (their sha256 in {path}): {", ".join(wrong[:4])}'
+                              + (' ...' if len(wrong) > 4 else ''))
 
 
 def abstract_like(state):
@@ -95,18 +164,24 @@ def load_numpy(step_dir: str) -> dict:
     path = os.path.join(os.path.abspath(step_dir), 'default')
     if not os.path.isdir(path):
         raise CheckpointError(f'no checkpoint at {step_dir} (expected {path})')
+    verify_seal(step_dir)
     from etils import epath
-    checkpointer = ocp.PyTreeCheckpointer()
-    # The handler's metadata, not the checkpointer's: that one warns that default/_CHECKPOINT_METADATA is
-    # missing (the manager writes it one level up).
-    meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
-    tree = getattr(meta, 'tree', meta)
-    args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree,
-                                  is_leaf=lambda x: hasattr(x, 'shape'))
     try:
-        return checkpointer.restore(path, restore_args=args)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f'cannot read the checkpoint at {step_dir}: {type(e).__name__}: {e}') from e
+        checkpointer = ocp.PyTreeCheckpointer()
+        # The handler's metadata, not the checkpointer's: that one warns that default/_CHECKPOINT_METADATA is
+        # missing (the manager writes it one level up).
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
+        tree = getattr(meta, 'tree', meta)
+        args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree,
+                                      is_leaf=lambda x: hasattr(x, 'shape'))
+        tree = checkpointer.restore(path, restore_args=args)
+    except Exception as e:  # noqa: BLE001 - Orbax and tensorstore raise many kinds for damaged files
+        raise CheckpointError(f'cannot read the checkpoint at {step_dir}: {type(e).__name__}: '
+                              f'{str(e).splitlines()[0] if str(e) else ""}') from None
+    if not isinstance(tree, dict) or not {'params', 'ema', 'step'} <= set(tree) or not isinstance(tree['ema'], dict):
+        raise CheckpointError(f'the checkpoint at {step_dir} holds {sorted(tree) if isinstance(tree, dict) else tree!r:.80}, '
+                              'not a training state (params, ema, step)')
+    return tree
 
 
 def restore(manager: ocp.CheckpointManager, step: int, target):
@@ -116,6 +191,7 @@ def restore(manager: ocp.CheckpointManager, step: int, target):
     failed reads leave callbacks that print "Event loop is closed" at exit.
     """
     path = os.path.join(str(manager.directory), str(step))
+    verify_seal(path)
     stored = stored_shapes(path)
     if stored is not None:
         problems = shape_mismatches(stored, flat_shapes(target))
