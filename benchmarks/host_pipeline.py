@@ -28,8 +28,9 @@ LATENT = (32, 32, 4)
 PER_DEVICE_BATCH = 128
 
 
-def write_latents(directory: str, count: int, shards: int = 4, seed: int = 0) -> str:
-    """`count` random latents of the paper's shape as a latent directory (shards, manifest, stats)."""
+def write_latents(directory: str, count: int, shards: int = 4, seed: int = 0, shape=LATENT) -> str:
+    """`count` random latents (of the paper's shape by default) as a latent directory (shards,
+    manifest, stats)."""
     import numpy as np
 
     from lct_jax.data import encode as encode_lib, latents, tfrecord
@@ -39,10 +40,10 @@ def write_latents(directory: str, count: int, shards: int = 4, seed: int = 0) ->
     for name, lo, hi in zip(names, bounds[:-1], bounds[1:]):
         with tfrecord.TFRecordWriter(os.path.join(directory, name)) as w:
             for j in range(lo, hi):
-                w.write(tfrecord.encode_latent(rng.standard_normal(LATENT).astype(np.float32), j))
-    encode_lib.write_stats(directory, names, 1.0, LATENT)
+                w.write(tfrecord.encode_latent(rng.standard_normal(shape).astype(np.float32), j))
+    encode_lib.write_stats(directory, names, 1.0, tuple(shape))
     with open(os.path.join(directory, latents.MANIFEST), 'w') as f:
-        json.dump({'count': count, 'shape': list(LATENT), 'dtype': 'float32', 'scale_factor': 1.0,
+        json.dump({'count': count, 'shape': list(shape), 'dtype': 'float32', 'scale_factor': 1.0,
                    'shards': names}, f)
     return directory
 
@@ -61,11 +62,12 @@ def run_pipeline(latent_dir: str, blocks: int, read_processes: int, steps: int, 
     from lct_jax.train import loop
 
     mesh = parallel.make_mesh(jax.devices()[:blocks])
+    dataset = latents.LatentDataset(latent_dir)
     batch = blocks * PER_DEVICE_BATCH
     rows = parallel.process_batch_slice(batch, mesh)
-    pairer = HostPairer(0, 'exact', 0.01, LATENT, rows, parallel.device_row_slices(batch, mesh), threads=blocks)
+    pairer = HostPairer(0, 'exact', 0.01, dataset.shape, rows, parallel.device_row_slices(batch, mesh), threads=blocks)
     t_start = time.perf_counter()
-    pipeline = InputPipeline(latents.LatentDataset(latent_dir), Normalizer.from_dir(latent_dir), batch, 0, rows,
+    pipeline = InputPipeline(dataset, Normalizer.from_dir(latent_dir), batch, 0, rows,
                              prefetch=4, workers=4, pairer=pairer, read_processes=read_processes)
     try:
         for _ in range(warmup):   # compiles the noise and the matching, starts the reader processes
