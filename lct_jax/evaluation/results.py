@@ -24,7 +24,8 @@ def markdown(rows) -> str:
 
 def append_rows(workdir: str, rows) -> None:
     path = os.path.join(workdir, 'results.json')
-    old = json.load(open(path)) if os.path.exists(path) else []
+    from lct_jax.untrusted import read_json  # a damaged file is an error naming it; nothing is rewritten
+    old = read_json(path, "the run's evaluation rows", expect=list) if os.path.exists(path) else []
     allrows = old + list(rows)
     with open(path + '.partial', 'w') as f:
         json.dump(allrows, f, indent=1)

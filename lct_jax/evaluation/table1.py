@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import sys
 
@@ -36,8 +35,9 @@ def load_rows(paths) -> list[dict]:
     """Every row of every results.json found, the latest evaluation of each (run, sampler) only."""
     latest = {}
     for f in results_files(paths):
-        with open(f) as fh:
-            for row in json.load(fh):
+        from lct_jax.untrusted import read_json  # a damaged file is an error naming it
+        for row in read_json(f, "a run's evaluation rows", expect=list):
+            if isinstance(row, dict):
                 latest[(row.get('run'), row.get('sampler'), f)] = row   # later rows replace earlier ones
     return list(latest.values())
 
@@ -121,11 +121,10 @@ def table1_markdown(rows) -> str:
 def write_comparison(directory: str, dataset: str) -> str:
     """Rebuild <directory>/comparison_<dataset>.md from every results.json one level below it."""
     rows = load_rows([directory])
+    from lct_jax.keep import count_numbers, write_text_keeping
     path = os.path.join(directory, f'comparison_{dataset}.md')
-    with open(path + '.partial', 'w') as f:
-        f.write(comparison_markdown(rows, dataset))
-    os.replace(path + '.partial', path)
-    return path
+    # One holding more numbers (runs since moved away) is kept: the new one goes beside it.
+    return write_text_keeping(path, comparison_markdown(rows, dataset), count_numbers, 'numbers')
 
 
 def main(argv=None):

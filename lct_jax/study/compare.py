@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from lct_jax.study import keep
+from lct_jax import keep
 from lct_jax.untrusted import UnreadableFileError, read_json
 from lct_jax.study.report import _mean_std, _signed_delta, _verdict
 
@@ -106,7 +106,7 @@ def table_of(paths: list[str], labels, make) -> str:
 
 def emit(text: str, out: str = '', replace: bool = False) -> None:
     """Print a table, and write it to `out` if given: beside it instead when `out` holds more
-    numbers than the new table (lct_jax/study/keep.py), unless `replace`."""
+    numbers than the new table (lct_jax/keep.py), unless `replace`."""
     print(text, end='')
     if out:
         written = keep.write_text_keeping(out, text, keep.count_numbers, 'numbers in its tables', replace)

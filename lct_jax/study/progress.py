@@ -82,10 +82,11 @@ def evaluation_rows(workdir: str) -> list[dict]:
         raise UnreadableFileError(f'{path}: expected a JSON array of evaluation rows (objects)')
     for row in rows:
         fid = row.get('fid')
-        if not isinstance(fid, (int, float)) or isinstance(fid, bool):
+        if not isinstance(row.get('sampler'), str) or not isinstance(row.get('checkpoint', ''), str) \
+                or not isinstance(fid, (int, float)) or isinstance(fid, bool):
             from lct_jax.untrusted import UnreadableFileError
-            raise UnreadableFileError(f'{path}: an evaluation row\'s fid is {fid!r:.40}, not a number '
-                                      f'(row {str(row)[:120]})')
+            raise UnreadableFileError(f'{path}: an evaluation row needs a sampler and a checkpoint (strings) and '
+                                      f'a fid (a number): {str(row)[:160]}')
     latest = {}
     for row in rows:
         step = step_of_row(row)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 
-from lct_jax.study import aggregate, keep, pins
+from lct_jax import keep
+from lct_jax.study import aggregate, pins
 from lct_jax.study.spec import Study
 from lct_jax.untrusted import UnreadableFileError, read_json
 
