@@ -71,7 +71,9 @@ def header(smoke: bool) -> dict:
             'jax': jax.__version__, 'jaxlib': jaxlib.__version__, 'python': platform.python_version(),
             'host_cpus': os.cpu_count(), 'host_cpus_usable': len(os.sched_getaffinity(0)),
             'commit': commit(), 'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-            'smoke': smoke, 'load_average_1min': os.getloadavg()[0]}
+            'smoke': smoke, 'load_average_1min': os.getloadavg()[0],
+            # None: XLA's default, which on a GPU may run float32 matmuls and convolutions as tf32
+            'default_matmul_precision': getattr(jax.config, 'jax_default_matmul_precision', None)}
 
 
 def file_stem(kind: str, smoke: bool) -> str:
@@ -210,7 +212,7 @@ def main(argv=None):
         out_dirs.append(os.environ['OUT'])
     print(f"accelerator check: {results['header']['device_kind']} x {results['header']['device_count']}, "
           f"jax {results['header']['jax']}, budget {total_s:.0f} s, results in {out_dirs}", flush=True)
-    start_watchdog(total_s + (60 if not args.smoke else 30), results, out_dirs, stem)
+    start_watchdog(total_s + (45 if not args.smoke else 30), results, out_dirs, stem)
     mesh = parallel.make_mesh()
     ctx: dict = {}
     run_budget = Budget(total_s)
@@ -231,7 +233,7 @@ def main(argv=None):
             results['parts'][name] = {'status': 'ok', **part}
         except Exception as e:  # noqa: BLE001 - a part's failure is recorded; the next part runs
             results['parts'][name] = {'status': 'failed', 'error': f'{type(e).__name__}: {e}'[:2000],
-                                      'traceback': traceback.format_exc()[-4000:]}
+                                      'traceback': traceback.format_exc()[-4000:], **getattr(e, 'partial', {})}
             print(traceback.format_exc(), flush=True)
         results['parts'][name]['seconds'] = time.perf_counter() - t0
         results['running'] = None

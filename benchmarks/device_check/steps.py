@@ -138,7 +138,7 @@ def compile_cache(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
         ctx['compile_cache'] = dict(cache, program=f'b{sizes.step_batches[-1]}_float32')
     c = ctx['compile_cache']
     return dict(c, cache_speedup=c['cold_compile_seconds'] / max(c['cached_compile_seconds'], 1e-9),
-                cache_dir=jax.config.jax_compilation_cache_dir)
+                cache_dir=getattr(jax.config, 'jax_compilation_cache_dir', None))
 
 
 def dit_and_fsdp(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:

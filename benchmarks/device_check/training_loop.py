@@ -13,7 +13,7 @@ import numpy as np
 
 import host_pipeline  # benchmarks/host_pipeline.py
 from common import StepRunner, paired_batch, random_batch
-from device_check.basics import Budget, Sizes, median_seconds
+from device_check.basics import Budget, Sizes, build_step, median_seconds
 from device_check.steps import paper_config
 from lct_jax.data import pipeline as pipeline_lib
 from lct_jax.train import loop
@@ -46,20 +46,27 @@ def training_loop(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
         config.autoencoder.kind = 'identity'          # grids of latents: no VAE weights on the machine
         config.sampling.num_grid = jax.device_count()
         config.train.reader_processes = readers
+    # The whole host pipeline on this machine's cores first: it is what decides whether a host keeps up.
+    host = host_pipeline_rate(data, cores, sizes)
     workdir = tempfile.mkdtemp(prefix='lct_check_loop_')
     _TimedPipeline.waits = []
     original, loop.InputPipeline = loop.InputPipeline, _TimedPipeline
     t0 = time.perf_counter()
     try:
         loop.train(config, workdir, show_progress=False)
+    except Exception as e:  # the host's numbers stay in the results beside the failure
+        e.partial = {'host_pipeline': host}
+        raise
     finally:
         loop.InputPipeline = original
     wall = time.perf_counter() - t0
     rows = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
     loop_s = float(np.median([1.0 / r['steps_per_sec'] for r in rows[1:]])) if len(rows) > 1 \
         else 1.0 / rows[-1]['steps_per_sec']
-    waits = _TimedPipeline.waits[1:]   # the first holds the start of the readers and the first pairing
-    _, _, state, step = loop.build_training(config, mesh)
+    # The loop's thread's time inside next(pipeline), the first call left out (it starts the readers and
+    # waits for the first pairing): while it waits, nothing new is dispatched to the device.
+    waits = _TimedPipeline.waits[1:]
+    state, step = build_step(config, mesh)
     m = config.model
     x = random_batch((config.batch_size, m.img_resolution, m.img_resolution, m.in_channels), mesh)
     step_s, _ = median_seconds(StepRunner({'update': step.update}, state, paired_batch(config, mesh, x)),
@@ -71,21 +78,27 @@ def training_loop(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
            'loop_seconds_per_step': loop_s, 'step_seconds_alone': step_s, 'loop_over_step': loop_s / step_s,
            'input_wait_seconds_total': float(np.sum(waits)), 'input_wait_seconds_per_step': float(np.mean(waits)),
            'input_wait_fraction_of_loop': float(np.sum(waits)) / (loop_s * len(waits)) if waits else 0.0}
-    if budget.left() > 0:
-        steps = 3 if sizes.smoke else 20
-        # (the smoke run skips the one-core process: its code is the every-core one's)
-        one = host_pipeline.measure(data, cores[:1], 0, steps) if not sizes.smoke else None
-        every = host_pipeline.measure(data, cores, len(cores), steps)
-        per_8 = 8 * consumed_per_device
-        out['host_pipeline'] = {
-            'one_core': one, 'all_cores_reader_processes': every,
-            'examples_per_s_per_busy_core': every['examples_per_cpu_second'],
-            'examples_per_s_all_cores_busy': every['examples_per_s'],
-            'accelerator_consumes_examples_per_s_measured': consumed_per_device,
-            'eight_accelerators_consume_examples_per_s': per_8,
-            'measured_headroom_all_cores': every['examples_per_s'] / per_8,
-            'measured_headroom_16_cores': 16 * every['examples_per_cpu_second'] / per_8,
-            'note': 'the step measured on this one accelerator (per-device batch as above), times 8 for an '
-                    '8-GPU host; the host rate measured on this machine\'s cores, one device block per core'}
+    out['host_pipeline'] = dict(host, **headroom_of(host, consumed_per_device))
     return out
 
+
+def host_pipeline_rate(data: str, cores: list, sizes: Sizes) -> dict:
+    """benchmarks/host_pipeline.py on this machine: one core, then every core with reader processes."""
+    steps = 3 if sizes.smoke else 20
+    # (the smoke run skips the one-core process: its code is the every-core one's)
+    one = host_pipeline.measure(data, cores[:1], 0, steps) if not sizes.smoke else None
+    every = host_pipeline.measure(data, cores, len(cores), steps)
+    return {'one_core': one, 'all_cores_reader_processes': every,
+            'examples_per_s_per_busy_core': every['examples_per_cpu_second'],
+            'examples_per_s_all_cores_busy': every['examples_per_s']}
+
+
+def headroom_of(host: dict, consumed_per_device: float) -> dict:
+    """The measured host_pipeline_headroom: this host's rate over 8 of this accelerator's consumption."""
+    per_8 = 8 * consumed_per_device
+    return {'accelerator_consumes_examples_per_s_measured': consumed_per_device,
+            'eight_accelerators_consume_examples_per_s': per_8,
+            'measured_headroom_all_cores': host['examples_per_s_all_cores_busy'] / per_8,
+            'measured_headroom_16_cores': 16 * host['examples_per_s_per_busy_core'] / per_8,
+            'note': 'the step measured alone on this accelerator (the loop\'s config), times 8 for an 8-GPU '
+                    'host; the host rate measured on this machine\'s cores, one device block of 128 per core'}
