@@ -178,3 +178,21 @@ def test_reader_chunks_keep_the_order_and_no_reader_process_outlives_close(digit
     reader.close()
     for pid in pids:
         assert not os.path.exists(f'/proc/{pid}') or open(f'/proc/{pid}/stat').read().split(') ')[1][0] == 'Z'
+
+
+def test_reader_processes_with_the_host_pairing_give_the_serial_batches(digits_dir):
+    from lct_jax.data.host_pairing import HostPairer
+    ds = latents.LatentDataset(digits_dir)
+    norm = pipeline.Normalizer.from_dir(digits_dir, mode='scalar')
+
+    def make(read_processes):
+        pairer = HostPairer(0, 'exact', 0.01, (8, 8, 1), slice(0, 32), [slice(0, 16), slice(16, 32)])
+        return pipeline.InputPipeline(ds, norm, 32, 0, slice(0, 32), pairer=pairer, read_processes=read_processes)
+
+    serial, parallel = make(0), make(2)
+    try:
+        for _ in range(3):
+            for a, b in zip(next(serial), next(parallel)):  # x, z paired, cost ratio
+                np.testing.assert_array_equal(a, b)
+    finally:
+        serial.close(), parallel.close()

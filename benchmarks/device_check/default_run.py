@@ -24,7 +24,8 @@ def default_run(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
         if sizes.smoke:
             config.total_steps = 4
             config.model.update(model_channels=64, channel_mult=(1,), attn_resolutions=(8,))
-            config.sampling.update(num_samples=64, batch_size=64)
+            # grids of the evaluation's batch: its samplers then come from the compilation cache
+            config.sampling.update(num_samples=64, batch_size=64, num_grid=64)
         config.evaluation.comparison_dir = workdir
     os.environ.setdefault('LCT_JAX_CACHE', os.path.join(workdir, 'cache'))
     t0 = time.perf_counter()
