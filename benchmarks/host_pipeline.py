@@ -178,6 +178,10 @@ def headroom(per_core: float, accelerators: dict, share_cores: int = 16) -> dict
                          'reader in threads instead, its Python parsing (about 40 us an example) holds the GIL and '
                          'caps a host near 25k examples/s, below an 8-H100 host\'s need, whatever its cores',
         'host_examples_per_s_per_core': per_core,
+        'serial_share': 'what stays in the training process and holds the GIL with reader processes (copying '
+                        'each batch out of shared memory, the futures, the pairing\'s dispatch per block of 128): '
+                        'about 4 us an example for the reader\'s part (0.06 CPU-s for 15,360 examples, measured '
+                        'here), a ceiling near 250k examples/s per host process, above the share\'s rate',
         'consumption': 'host_pairing_headroom\'s projection: the paper step (analytic FLOPs) at per-device '
                        'batch 128 and 40% MFU of the bf16 dense peak; measured on a real GPU by the '
                        'accelerator check (part 5)',

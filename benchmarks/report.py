@@ -46,7 +46,9 @@ def host_pipeline_lines(h, headroom=None) -> list[str]:
                              f"**{v['headroom']:.1f}** |")
         lines += ['', 'Assumptions:', f"- {a['cores_note']};",
                   f"- per-core rate {a['host_examples_per_s_per_core']:.0f} examples/s: {a['per_core_rate']};",
-                  f"- consumption: {a['consumption']};", f"- not included: {a['not_included']}."]
+                  f"- consumption: {a['consumption']};"] + \
+                 ([f"- serial share: {a['serial_share']};"] if 'serial_share' in a else []) + \
+                 [f"- not included: {a['not_included']}."]
     return lines
 
 
