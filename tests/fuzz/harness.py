@@ -155,7 +155,6 @@ def seed_root(cache: str | None = None) -> str:
     cache = cache or os.path.join(os.environ.get('TMPDIR', '/tmp'), f'lct_jax_fuzz_seeds_{seed_version()}')
     done = os.path.join(cache, 'built')
     if not os.path.exists(done):
-        shutil.rmtree(cache, ignore_errors=True)
         tmp = cache + f'.{os.getpid()}.tmp'
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
@@ -164,7 +163,12 @@ def seed_root(cache: str | None = None) -> str:
                        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
                        env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')))
         open(os.path.join(tmp, 'built'), 'w').close()
-        os.replace(tmp, cache)
+        try:
+            os.replace(tmp, cache)
+        except OSError:  # another test process built it first (pytest-xdist): use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.path.exists(done):
+                raise
     return cache
 
 
