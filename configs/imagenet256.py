@@ -45,5 +45,6 @@ def get_config(arg=''):
                         paper_fid_1step=0.0, paper_fid_2step=0.0, paper_recall_1step=0.0, paper_recall_2step=0.0)
     for name in (arg or '').split(','):
         if name and name not in VARIANTS:
-            raise variants.unknown_variant_error(name, VARIANTS)
+            why = ': no iLCT / LDM-8† baseline exists for this post-paper run' if name in ('ilct', 'ldm') else ''
+            raise variants.unknown_variant_error(name, VARIANTS, why)
     return variants.apply_variants(c, arg, ilct_numbers=(0.0, 0.0, 0.0, 0.0))

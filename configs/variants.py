@@ -136,12 +136,13 @@ PAPER_VARIANTS = {
 }
 
 
-def unknown_variant_error(name: str, valid) -> ValueError:
-    """One sentence for a variant a config does not have, with the nearest valid name."""
+def unknown_variant_error(name: str, valid, why: str = '') -> ValueError:
+    """One sentence for a variant a config does not have (and `why`, if said), with the nearest
+    valid name."""
     import difflib
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
     hint = f' (did you mean {close[0]!r}?)' if close else ''
-    return ValueError(f'unknown config variant {name!r}{hint}. Valid: {", ".join(valid)} '
+    return ValueError(f'unknown config variant {name!r}{hint}{why}; valid: {", ".join(valid)} '
                       f'(--mode=variants lists them with what each does)')
 
 

@@ -113,18 +113,20 @@ def nearest(name: str, valid) -> str | None:
 
 
 def unknown_variant_message(argv) -> str | None:
-    """For --config=file:variants naming a variant the file lacks: one line with the nearest."""
+    """For --config=file:variants naming a variant the file lacks: the config's own one-line error
+    (it names the nearest valid variant), prefixed by the file."""
     value = config_arg(argv)
     if not value or ':' not in value:
         return None
     path, _, arg = value.partition(':')
-    table = config_variants(load_config_module(path))
-    for name in (n for n in arg.split(',') if n):
-        if table and name not in table:
-            close = nearest(name, table)
-            hint = f' (did you mean {close!r}?)' if close else ''
-            return (f'unknown variant {name!r} of {path}{hint}. Valid: {", ".join(table)}; '
-                    f'`--config={path} --mode=variants` says what each does')
+    module = load_config_module(path)
+    table = config_variants(module)
+    if not table or all(name in table for name in arg.split(',') if name):
+        return None
+    try:
+        module.get_config(arg)
+    except ValueError as e:
+        return f'{path}: {e}'
     return None
 
 

@@ -57,11 +57,13 @@ def test_a_mistyped_variant_is_one_line_with_the_nearest_name():
     out = main('--config=configs/default.py:ilc', '--workdir=/nonexistent/never_written')
     assert out.returncode == 2
     assert out.stderr.count('\n') == 1 and 'Traceback' not in out.stderr, out.stderr
-    assert "unknown variant 'ilc' of configs/default.py (did you mean 'ilct'?)" in out.stderr
+    assert "error: configs/default.py: unknown config variant 'ilc' (did you mean 'ilct'?); valid: " in out.stderr
     assert not os.path.exists('/nonexistent/never_written')
     # a variant with nothing near it still lists the valid ones
     out = main('--config=configs/celebahq256.py:zzzzzz', '--workdir=/tmp/x')
-    assert out.returncode == 2 and 'did you mean' not in out.stderr and 'ilct, ldm, smoke' in out.stderr
+    assert out.returncode == 2 and 'did you mean' not in out.stderr and 'valid: ilct, ldm, smoke' in out.stderr
+    out = main('--config=configs/imagenet256.py:ilct', '--workdir=/tmp/x')   # the config's own reason
+    assert out.returncode == 2 and 'no iLCT / LDM-8† baseline exists for this post-paper run' in out.stderr
 
 
 def test_a_mistyped_key_suggests_the_right_one():

@@ -55,18 +55,18 @@ def test_sigterm_saves_the_step_it_stopped_at(tmp_path):
     assert runs.checkpoint_done(wd, 40)
 
 
-def test_two_processes_equal_one_process(tmp_path):
-    one = str(tmp_path / 'one')
-    runs.run(runs.command(one, devices=4), str(tmp_path / 'one.txt'))
+def test_two_processes_equal_one_process(uninterrupted, tmp_path):
+    """2 processes x 2 devices against the same run in 1 process x 4 devices (the fixture's)."""
     two = str(tmp_path / 'two')
     port = runs.free_port()
-    procs = [runs.start(runs.command(two, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+    procs = [runs.start(runs.command(two, *LONG, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
                                      f'--process_id={i}', devices=2), str(tmp_path / f'two{i}.txt'))
              for i in range(2)]
     for i, p in enumerate(procs):
         assert p.wait(timeout=600) == 0, open(tmp_path / f'two{i}.txt').read()[-3000:]
     assert '2 process(es), 4 cpu device(s)' in open(tmp_path / 'two0.txt').read()
-    for a, b in zip(runs.flat(runs.load_params(one, 20)), runs.flat(runs.load_params(two, 20))):
+    assert os.path.exists(os.path.join(two, 'samples', 'step_0000040_2step.png'))  # gathered over both
+    for a, b in zip(runs.flat(runs.load_params(uninterrupted, 40)), runs.flat(runs.load_params(two, 40))):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
 
 
