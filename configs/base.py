@@ -102,6 +102,8 @@ def get_config():
         sampler='consistency',         # consistency (1-step and 2-step rows) | euler | heun (EDM ODE, §16.5)
         ode_steps=250,                 # euler / heun: Karras grid of this many levels + a final 0
         num_samples=50_000, batch_size=256, image_format='jpeg',  # JPEG q75 as the authors (§14)
+        device_batch=32,               # --mode=sample / evaluate: rows per device per batch, so the numbers are the
+                                       # same on any layout (evaluation/sharded.py); 0 = batch_size over the devices
         class_grids=16,                # class-conditional models: per-class grids of the first classes
     ))
     c.evaluation = ml_collections.ConfigDict(dict(
@@ -109,7 +111,9 @@ def get_config():
         inception_weights=FID_INCEPTION_URL,  # a local pt_inception-2015-12-05-6726825d.pth, or this URL
                                        # fetched once into torch hub's cache (checked by its hash)
         run_name='',                   # the results table's name for this run ('' = workdir name)
-        reference_stats='',            # pytorch-fid .npz (mu, sigma)
+        reference_stats='',            # a statistics .npz: ours (checked against its provenance), pytorch-fid's
+                                       # or ADM's reference batch (mu, sigma; evaluation/stats_file.py)
+        save_reference_stats='',       # write the reference statistics computed here, with what they are of
         reference_dir='',              # or a folder of real images
         reference_tfds='',             # or a tfds dataset, 'name:split' (prepared; see data.tfds_*)
                                        # (none of these: the decoded training latents)
@@ -126,5 +130,11 @@ def get_config():
         method='sLCT',                 # Table 1's row: sLCT | iLCT | LDM-8† (ablations: 'sLCT:<name>')
         comparison_dir='',             # where --mode=evaluate rebuilds comparison_<dataset>.md from every
                                        # <run>/results.json below it ('' = the workdir's parent)
+        every=0,                       # FID during training: evaluate the EMA every this many steps
+                                       # (0 = off; evaluation/during_training.py)
+        num_samples=0,                 # samples per in-training evaluation (0 = sampling.num_samples)
+        curve_samplers=(),             # --checkpoint=all|<steps>: the samplers of the curves (FID over NFE), e.g.
+                                       # ('consistency:0', 'consistency:0,420,640', 'heun:5', 'euler:250');
+                                       # () = the configured ones (evaluation/curves.py)
     ))
     return c

@@ -7,7 +7,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from lct_jax import parallel, sampling
 from lct_jax.builders import build_model, build_objective, latent_dir_of, num_classes_of
@@ -102,67 +101,87 @@ def normalizer_of(config, workdir) -> Normalizer:
                                config.data.normalize)
 
 
-def generate(config, params, sampler, num: int, normalizer: Normalizer, mesh=None, show_progress: bool = True):
-    """(uint8 images NHWC, normalised latents) of samples 0..num-1 with per-sample noise.
-
-    sampler: a `sampling.SamplerSpec` (see `sampling.configured_samplers`), or the
-    indices `ts` of a consistency sampler on the config's grid (e.g. (0,) or (0, 420, 640)).
-    """
-    mesh = mesh or parallel.make_mesh()
+def make_sampler(config, sampler, mesh):
+    """The jitted sampler of a `sampling.SamplerSpec`, or of the indices `ts` of a consistency
+    sampler on the config's grid (e.g. (0,) or (0, 420, 640)), on `mesh`."""
     model, obj = build_model(config), build_objective(config)
     m = config.model
     spec = sampler if isinstance(sampler, sampling.SamplerSpec) else \
         sampling.consistency_spec('consistency', tuple(sampler), config.sampling.grid_steps, obj)
     # A class-conditional model: sample i of class i mod num_classes, uniform over the classes.
-    sampler = sampling.make_spec_sampler(spec, model.apply, obj, (m.img_resolution, m.img_resolution,
-                                                                  m.in_channels), config.sampling.seed, mesh,
-                                         num_classes_of(config))
-    codec = make_codec(config.autoencoder, m.in_channels)
-    batch = max(config.sampling.batch_size // mesh.devices.size, 1) * mesh.devices.size
-    params = parallel.replicate(params, mesh)
-    images, lats = [], []
+    return sampling.make_spec_sampler(spec, model.apply, obj, (m.img_resolution, m.img_resolution, m.in_channels),
+                                      config.sampling.seed, mesh, num_classes_of(config))
+
+
+def generate(config, params, sampler, num: int, normalizer: Normalizer, mesh=None, show_progress: bool = True):
+    """(uint8 images NHWC, normalised latents) of samples 0..num-1 with per-sample noise, decoded on
+    the mesh and gathered batch by batch. It returns every image, so it is for small `num`:
+    `--mode=evaluate` gathers features only (evaluation/sharded.py), `--mode=sample` writes batch
+    by batch."""
+    from lct_jax.evaluation import sharded
+    mesh = mesh or parallel.make_mesh()
+    decoder = sharded.make_image_decoder(make_codec(config.autoencoder, config.model.in_channels), normalizer, mesh)
     progress = Progress('sample', num, unit='img', enabled=show_progress and jax.process_index() == 0)
-    for start in range(0, num, batch):
-        idx = np.arange(start, start + batch)  # the tail is padded, then dropped
-        indices = parallel.shard_host_array(idx.astype(np.int32), mesh)
-        x = np.asarray(multihost_utils.process_allgather(sampler(params, indices), tiled=True))
-        img = to_uint8(codec.decode(jnp.asarray(normalizer.denormalize(x))))
-        keep = min(batch, num - start)
-        images.append(img[:keep])
-        lats.append(x[:keep])
-        progress.update(start + keep)
+    images, lats = [], []
+    from lct_jax.evaluation.evaluator import replicated_on
+    for start, img, x in sharded.image_batches(make_sampler(config, sampler, mesh), replicated_on(params, mesh),
+                                               decoder, num, sharded.padded_batch(config.sampling, mesh),
+                                               mesh, with_latents=True):
+        images.append(img)
+        lats.append(x)
+        progress.update(start + len(img))
     progress.close()
     return np.concatenate(images), np.concatenate(lats)
 
 
 def sample(config, workdir, checkpoint=''):
+    """Write each configured sampler's num_samples images (files, an .npz, grids), one batch at a
+    time: the images of a batch are gathered to the hosts, process 0 writes them, and none is kept
+    but the grids' few."""
+    from lct_jax.evaluation import sharded
+    from lct_jax.streamed_npz import StreamedNpz
     params, desc = load_params(config, workdir, checkpoint)
     normalizer = normalizer_of(config, workdir)
     fmt = config.sampling.image_format
     ext = {'jpeg': 'jpg', 'png': 'png'}.get(fmt)
     if ext is None:
         raise ValueError(f"sampling.image_format {fmt!r}; valid: ('jpeg', 'png')")
+    from lct_jax.evaluation.evaluator import replicated_on
+    mesh = parallel.make_mesh()
+    params = replicated_on(params, mesh)
+    decoder = sharded.make_image_decoder(make_codec(config.autoencoder, config.model.in_channels), normalizer, mesh)
+    batch, num = sharded.padded_batch(config.sampling, mesh), config.sampling.num_samples
+    classes = num_classes_of(config)
+    shown = min(classes, int(config.sampling.get('class_grids', 16)))
+    writer = jax.process_index() == 0
     for spec in sampling.configured_samplers(config.sampling, build_objective(config)):
         label = spec.file_label  # 1step / 2step, or euler250 / heun40 (config.sampling.sampler)
-        images, _ = generate(config, params, spec, config.sampling.num_samples, normalizer)
-        if jax.process_index() != 0:
-            continue
         out = os.path.join(workdir, 'samples', f'{desc.replace(" ", "_").replace(":", "_")}_{label}')
-        os.makedirs(out, exist_ok=True)
-        for i, img in enumerate(images):
-            save_image(os.path.join(out, f'{i:06d}.{ext}'), img)
-        np.savez_compressed(out + '.npz', images=images)
-        save_grid(out + '_grid.png', images[:64])
-        classes = num_classes_of(config)
-        for c in range(min(classes, int(config.sampling.get('class_grids', 16)))):  # sample i: class i % classes
-            save_grid(out + f'_class{c:03d}_grid.png', images[c::classes][:64])
-        print(f'{len(images)} {label} samples ({desc}) in {out}/ (+ .npz, _grid.png'
+        npz, grid, per_class = None, [], {c: [] for c in range(shown)}
+        progress = Progress(f'sample {label}', num, unit='img', enabled=writer)
+        if writer:
+            os.makedirs(out, exist_ok=True)
+        for start, images in sharded.image_batches(make_sampler(config, spec, mesh), params, decoder, num, batch, mesh):
+            if writer:
+                if npz is None:
+                    npz = StreamedNpz(out + '.npz', 'images', (num,) + images.shape[1:], images.dtype)
+                npz.write(images)
+                for i, img in enumerate(images, start):
+                    save_image(os.path.join(out, f'{i:06d}.{ext}'), img)
+                    if len(grid) < 64:
+                        grid.append(img)
+                    if shown and i % classes < shown and len(per_class[i % classes]) < 64:  # sample i: class i % classes
+                        per_class[i % classes].append(img)
+            progress.update(start + len(images))
+        progress.close()
+        if not writer:
+            continue
+        npz.close()
+        save_grid(out + '_grid.png', np.stack(grid))
+        for c, imgs in [(c, imgs) for c, imgs in per_class.items() if imgs]:
+            save_grid(out + f'_class{c:03d}_grid.png', np.stack(imgs))
+        print(f'{num} {label} samples ({desc}) in {out}/ (+ .npz, _grid.png'
               + (f', per-class grids; sample i is of class i mod {classes}' if classes else '') + ')', flush=True)
-
-
-def reference_features(config, workdir, features):
-    """Features of the real data: an image folder, a tfds dataset, else the decoded training latents."""
-    return reference_feature_sets(config, workdir, {'f': features})['f']
 
 
 def real_image_batches(config, workdir, limit: int | None = None, batch: int = 500, codec=None):
@@ -253,46 +272,27 @@ def evaluate(config, workdir, checkpoint=''):
     """Sample with each configured sampler, compute FID / precision / recall, append a row per
     sampler to <workdir>/results.md, and rebuild the dataset's comparison table (ours beside
     Table 1) from every run under evaluation.comparison_dir."""
-    from lct_jax.evaluation import fid, precision_recall, results, table1
-    from lct_jax.evaluation.features import make_features
+    from lct_jax.evaluation import curves, results, table1
+    from lct_jax.evaluation.evaluator import Evaluator
     ev = config.evaluation
-    fid_features = make_features(config)
-    same = ev.pr_features == ev.features
-    pr_features = fid_features if same else make_features(config, ev.pr_features)
+    if curves.wants_curves(checkpoint):  # --checkpoint=all or a list of steps: FID over steps and NFE
+        return curves.evaluate_checkpoints(config, workdir, checkpoint,
+                                           say=lambda line: print(line, flush=True))
     params, desc = load_params(config, workdir, checkpoint)
-    normalizer = normalizer_of(config, workdir)
-    # Precision / recall need real images; a statistics file alone gives FID only.
-    has_real = bool(ev.reference_dir or ev.reference_tfds or not ev.reference_stats)
-    wanted = {} if ev.reference_stats else {'fid': fid_features}
-    limits = {'fid': None, 'pr': ev.pr_max_real or None}
-    if has_real and not (same and 'fid' in wanted):
-        wanted['pr'] = pr_features
-    real = reference_features(config, workdir, wanted, limits) if wanted else {}
-    mu_r, sigma_r = fid.load_stats(ev.reference_stats) if ev.reference_stats else fid.statistics(real['fid'])
-    if has_real and 'pr' not in real:
-        real['pr'] = real['fid'][:limits['pr']]
-    rows = []
-    for spec in sampling.configured_samplers(config.sampling, build_objective(config)):
-        images, _ = generate(config, params, spec, config.sampling.num_samples, normalizer)
-        feats = fid_features(images)
-        paper_fid, paper_recall = paper_numbers(config, spec)
-        row = {'run': ev.run_name or os.path.basename(os.path.normpath(workdir)), 'checkpoint': desc,
-               'dataset': ev.dataset, 'method': ev.method, 'sampler': spec.label, 'nfe': spec.nfe,
-               'num_samples': len(images), 'features': ev.features,
-               'fid': fid.frechet_distance(*fid.statistics(feats), mu_r, sigma_r), 'paper_fid': paper_fid,
-               'paper_recall': paper_recall}
-        if has_real:
-            gen = feats if same else pr_features(images)
-            row['pr_features'] = ev.pr_features
-            row['precision'], row['recall'] = precision_recall.precision_recall(real['pr'], gen, ev.recall_k)
-        rows.append(row)
+
+    def say(row):
         if jax.process_index() == 0:
             print(json.dumps(row, ensure_ascii=False), flush=True)
+
+    rows = Evaluator(config, workdir).rows(params, desc, say=say)
     if jax.process_index() == 0:
-        results.append_rows(workdir, rows)
-        comparison = table1.write_comparison(ev.comparison_dir or os.path.dirname(os.path.abspath(workdir)),
-                                             ev.dataset)
-        print(f'results: a row per sampler appended to {os.path.join(workdir, "results.md")} (and .json); '
+        written = results.append_rows(workdir, rows)
+        comparison_dir = ev.comparison_dir or os.path.dirname(os.path.abspath(workdir))
+        try:  # the table is a view of finished work: a file it cannot use never fails the evaluation
+            comparison = table1.write_comparison(comparison_dir, ev.dataset)
+        except (OSError, ValueError) as e:
+            comparison = f'not rebuilt ({e})'
+        print(f'results: a row per sampler appended to {written} (and results.md); '
               f'every run of {ev.dataset} found beside it, ours beside the paper\'s: {comparison}', flush=True)
     return rows
 

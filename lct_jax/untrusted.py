@@ -93,15 +93,17 @@ def _short(value, limit: int = 80) -> str:
 
 # --- .npz ----------------------------------------------------------------------
 
-def load_npz(path: str, what: str, required: tuple = ()) -> dict[str, np.ndarray]:
-    """{name: array} of an .npz file, read without pickles; `required` names must be there."""
+def load_npz(path: str, what: str, required: tuple = (), only: tuple | None = None) -> dict[str, np.ndarray]:
+    """{name: array} of an .npz file, read without pickles; `required` names must be there. With
+    `only`, just those members are read (ADM's reference batch stores 10,000 images beside its mu
+    and sigma)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f'{what} not found: {path}')
     try:
         with zipfile.ZipFile(path) as z:
             _check_npz_members(path, z)
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.files}
+            arrays = {k: np.asarray(f[k]) for k in f.files if only is None or k in only}
     except UnreadableFileError:
         raise
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, NotImplementedError,

@@ -135,3 +135,67 @@ def test_the_compilation_cache_flag_picks_the_directory_or_turns_it_off(tmp_path
     finally:
         jax.config.update('jax_compilation_cache_dir', saved[0])
         jax.config.update('jax_enable_compilation_cache', saved[1])
+
+
+def _digits_config(**changes):
+    from configs import default
+    c = default.get_config('smoke')
+    c.unlock()
+    for k, v in changes.items():
+        section, key = k.split('.')
+        c[section][key] = v
+    return c
+
+
+DIGITS_FP = {'kind': 'digits_mlp', 'resolution': 8, 'compute': 'jax-float32', 'weights_sha256': 'ab' * 32}
+INCEPTION_FP = {'kind': 'inception', 'sha256': 'cd' * 32}
+
+
+def test_a_statistics_file_from_another_network_or_resolution_is_refused(tmp_path):
+    from lct_jax.evaluation import stats_file
+    mu, sigma = np.arange(64.0), np.eye(64)
+    path = str(tmp_path / 'digits.npz')
+    stats_file.save(path, mu, sigma, stats_file.provenance('digits', 'train', 8, 1797, DIGITS_FP))
+    with np.load(path) as f:                       # pytorch-fid still reads it: mu and sigma
+        assert np.array_equal(f['mu'], mu) and set(f.files) == {'mu', 'sigma', 'provenance'}
+    said = []
+    got, _ = stats_file.load_checked(path, _digits_config(), DIGITS_FP, say=said.append)
+    assert np.array_equal(got, mu) and '1,797 images of digits:train at 8px' in said[0]
+    with pytest.raises(stats_file.StatisticsMismatchError, match=r'resolution: the file has 8, the evaluation 16'):
+        stats_file.load_checked(path, _digits_config(**{'data.resolution': 16}), DIGITS_FP)
+    with pytest.raises(stats_file.StatisticsMismatchError, match=r"features.kind: the file has 'digits_mlp', "
+                                                                r"the evaluation 'inception'"):
+        stats_file.load_checked(path, _digits_config(), INCEPTION_FP)
+    other_weights = {**DIGITS_FP, 'weights_sha256': 'ef' * 32}
+    with pytest.raises(stats_file.StatisticsMismatchError, match='features.weights_sha256'):
+        stats_file.load_checked(path, _digits_config(), other_weights)
+    with pytest.raises(stats_file.StatisticsMismatchError, match="dataset: the file has 'digits'"):
+        stats_file.load_checked(path, _digits_config(**{'evaluation.dataset': 'celebahq256'}), DIGITS_FP)
+    # pytorch-fid's file (no provenance) is Inception pool3: refused for other features
+    plain = str(tmp_path / 'plain.npz')
+    np.savez(plain, mu=mu, sigma=sigma)
+    with pytest.raises(stats_file.StatisticsMismatchError, match="pytorch-fid's statistics .64-d, no provenance"):
+        stats_file.load_checked(plain, _digits_config(), DIGITS_FP)
+
+
+def test_an_adm_reference_batch_is_read_without_its_images(tmp_path, monkeypatch):
+    """openai/guided-diffusion's VIRTUAL_imagenet256_labeled.npz layout: arr_0 images, mu, sigma, mu_s, sigma_s."""
+    from lct_jax import untrusted
+    from lct_jax.evaluation import stats_file
+    rng = np.random.default_rng(0)
+    mu, a = rng.standard_normal(2048), rng.standard_normal((2048, 2048)) * 0.01
+    sigma = a @ a.T
+    path = str(tmp_path / 'VIRTUAL_imagenet256_labeled.npz')
+    np.savez(path, arr_0=np.zeros((10, 16, 16, 3), np.uint8), mu=mu, sigma=sigma,
+             mu_s=np.zeros(2023), sigma_s=np.eye(3))
+    read_members = []
+    load = untrusted.load_npz
+    monkeypatch.setattr(untrusted, 'load_npz', lambda *a, **k: read_members.append(k.get('only')) or load(*a, **k))
+    got_mu, got_sigma, prov, kind = stats_file.read(path)
+    assert kind == 'adm' and prov is None and 'arr_0' not in read_members[0]
+    said = []
+    m, s = stats_file.load_checked(path, _digits_config(**{'evaluation.features': 'inception'}), INCEPTION_FP,
+                                   say=said.append)
+    assert np.array_equal(m, mu) and np.array_equal(s, sigma) and "ADM's reference batch" in said[0]
+    with pytest.raises(stats_file.StatisticsMismatchError, match="this evaluation's features are 'digits_mlp'"):
+        stats_file.load_checked(path, _digits_config(), DIGITS_FP)

@@ -89,3 +89,60 @@ def test_real_features_for_fid_and_recall_in_one_pass(monkeypatch):
     out = cli.reference_feature_sets(None, None, {'pr': lambda x: x}, {'fid': None, 'pr': 10})
     assert out['pr'].shape == (10, 1)
     assert reads == [0, 1]                      # no image past the limit is read
+
+
+def test_files_that_are_not_evaluation_rows_are_skipped_with_a_line_naming_them(tmp_path):
+    root = str(tmp_path)
+    _write(os.path.join(root, 'run'), [_row('r', 'sLCT', '1-step', 1, 9.0, 0.4)])
+    _write(os.path.join(root, 'study'), {'runs': [], 'summary': [], 'final_step': 10})   # a study report
+    os.makedirs(os.path.join(root, 'broken'))
+    open(os.path.join(root, 'broken', 'results.json'), 'w').write('[{"sampler": "1-st')  # truncated
+    _write(os.path.join(root, 'odd'), [{'a': 1}])
+    said = []
+    rows = table1.load_rows([root], say=said.append)
+    assert [r['run'] for r in rows] == ['r']
+    assert len(said) == 3 and all(line.startswith('comparison: skipped ') for line in said)
+    assert "study" in said[2] and "a study report's results.json" in said[2]
+    assert 'broken' in said[0] and 'not valid JSON' in said[0]
+    assert 'odd' in said[1] and 'not an evaluation row' in said[1]
+
+
+def test_a_study_report_and_a_damaged_file_beside_the_run_do_not_break_evaluate(tmp_path, monkeypatch, capsys):
+    """--mode=evaluate on a run whose siblings hold a study report's results.json and a damaged one:
+    the rows are written (tagged as evaluation rows), the comparison table is rebuilt from the run
+    alone, and each other file gets one line. A damaged results.json in the run itself is kept and
+    the rows go beside it."""
+    from configs import default
+    from lct_jax import cli
+    from lct_jax.builders import build_model
+    from tests.random_params import perturbed_params
+    monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path / 'cache'))
+    root = tmp_path / 'runs'
+    wd = root / 'run'
+    _write(str(root / 'study_report'), {'runs': [{'variant': 'sLCT'}], 'progress': []})
+    os.makedirs(root / 'damaged')
+    (root / 'damaged' / 'results.json').write_bytes(b'\x00\xff not json')
+    c = default.get_config('smoke')
+    c.unlock()
+    c.data.latent_dir = str(tmp_path / 'latents')
+    c.sampling.num_samples = 32
+    os.makedirs(wd)
+    cli.encode(c, str(wd))
+    m = c.model
+    params = perturbed_params(build_model(c), (1, m.img_resolution, m.img_resolution, m.in_channels))
+    monkeypatch.setattr(cli, 'load_params', lambda config, workdir, checkpoint='': (params, 'random'))
+    rows = cli.evaluate(c, str(wd))
+    captured = capsys.readouterr()
+    assert [r['sampler'] for r in rows] == ['1-step', '2-step']
+    written = json.load(open(wd / 'results.json'))
+    assert [r['format'] for r in written] == [table1.ROW_FORMAT] * 2
+    assert captured.err.count('comparison: skipped ') == 2
+    assert str(root / 'study_report' / 'results.json') in captured.err
+    comparison = (root / 'comparison_digits.md').read_text()
+    assert comparison.count('| default:smoke (random) |') == 2
+    # the run's own results.json damaged: kept byte for byte, the rows beside it
+    (wd / 'results.json').write_text('{"not": "rows"}')
+    cli.evaluate(c, str(wd))
+    assert (wd / 'results.json').read_text() == '{"not": "rows"}'
+    assert len(json.load(open(wd / 'results.new.json'))) == 2
+    assert 'kept as it is' in capsys.readouterr().err

@@ -14,8 +14,12 @@
               distance grows when samples stop looking like digits or when classes
               are missing.
 
-Every feature function carries `.fingerprint`, a JSON-able description of the
-network and its weights (lct_jax/evaluation/reference_cache.py keys on it).
+Every feature function is a `FeatureNet`: `.apply(params, uint8 NHWC)` is a pure,
+jittable function (so lct_jax/evaluation/sharded.py runs it on every device of the
+mesh, each on its own rows, the weights `.params` replicated); calling the object
+on host images runs the same function in batches on the default device (the real
+reference images). `.fingerprint` is a JSON-able description of the network and
+its weights (reference_cache.py and the statistics files' provenance key on it).
 """
 from __future__ import annotations
 
@@ -30,27 +34,50 @@ import numpy as np
 from lct_jax.cache_dirs import file_fingerprint
 
 
-def inception_features(weights_path: str, batch_size: int = 100):
-    """images uint8 NHWC (3 channels; grey is repeated) -> (N, 2048) float64."""
+class FeatureNet:
+    """A feature network as a pure function and its weights.
+
+    apply(params, images uint8 NHWC) -> (N, dims) float32, traceable: the same function gives the
+    generated images' features on the mesh and the real images' on the host, so the two agree.
+    """
+
+    def __init__(self, apply, params, dims: int, fingerprint: dict, batch_size: int = 100):
+        self.apply, self.params, self.dims = apply, params, dims
+        self.fingerprint, self.batch_size = fingerprint, batch_size
+        self._jitted = jax.jit(apply)
+
+    def identity(self) -> dict:
+        """The network and its weights, the same on any machine: the fingerprint without the weights
+        file's path, size and time, with the weights' SHA-256 (what a statistics file records)."""
+        fp = {k: v for k, v in self.fingerprint.items() if k not in ('weights', 'size', 'mtime_ns')}
+        if 'weights_sha256' not in fp and 'weights' in self.fingerprint:
+            from lct_jax.models.autoencoder import file_sha256
+            fp['weights_sha256'] = file_sha256(self.fingerprint['weights'])
+        return fp
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(N, dims) float64 features of host images, in batches on the default device."""
+        out = [np.asarray(self._jitted(self.params, jnp.asarray(images[i:i + self.batch_size])), np.float64)
+               for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dims))
+
+
+def unit_rgb(images):
+    """uint8 NHWC -> float32 in [0, 1], grey repeated to 3 channels (what Inception takes)."""
+    x = jnp.asarray(images).astype(jnp.float32) / 255.0
+    return jnp.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def inception_features(weights_path: str, batch_size: int = 100) -> FeatureNet:
+    """images uint8 NHWC (3 channels; grey is repeated) -> (N, 2048) pool3 features."""
     from lct_jax.models.convert import inception_params_from_torch, load_state_dict
     from lct_jax.models.inception import InceptionV3
     from lct_jax.weights import inception_weights_file
     weights_path = inception_weights_file(weights_path)  # a local file, or pytorch-fid's URL via the cache
     model = InceptionV3()
     variables = inception_params_from_torch(load_state_dict(weights_path), model)
-    apply = jax.jit(model.apply)
-
-    def features(images: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].astype(np.float32) / 255.0
-            if x.shape[-1] == 1:
-                x = np.repeat(x, 3, axis=-1)
-            out.append(np.asarray(apply(variables, jnp.asarray(x)), np.float64))
-        return np.concatenate(out)
-
-    features.fingerprint = {'kind': 'inception', **file_fingerprint(weights_path)}
-    return features
+    return FeatureNet(lambda v, images: model.apply(v, unit_rgb(images)), variables, 2048,
+                      {'kind': 'inception', **file_fingerprint(weights_path)}, batch_size)
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,17 +113,22 @@ def _train_digits_mlp(resolution: int):
         return MLPClassifier(hidden_layer_sizes=(64,), max_iter=500, random_state=0).fit(x, d.target)
 
 
-def digits_mlp_features(resolution: int = 8):
+def digits_mlp_hidden(params, images):
+    """The digits MLP's hidden layer: one matmul and a ReLU, in float32 at full precision (a TPU's
+    default would round the matmul's inputs to bfloat16)."""
+    x = jnp.asarray(images).reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
+    h = jnp.dot(x, params['w'], precision=jax.lax.Precision.HIGHEST) + params['b']
+    return jnp.maximum(h, 0.0)
+
+
+def digits_mlp_features(resolution: int = 8) -> FeatureNet:
     """images uint8 (N, r, r, 1) -> (N, 64) hidden ReLU activations of the digits MLP."""
     w, b = _digits_mlp(resolution)
-
-    def features(images: np.ndarray) -> np.ndarray:
-        x = images.reshape(len(images), -1).astype(np.float64) / 255.0
-        return np.maximum(x @ w + b, 0.0)
-
-    features.fingerprint = {'kind': 'digits_mlp', 'resolution': resolution,
-                            'weights_sha256': hashlib.sha256(w.tobytes() + b.tobytes()).hexdigest()}
-    return features
+    params = {'w': np.asarray(w, np.float32), 'b': np.asarray(b, np.float32)}
+    # 'compute' is in the fingerprint: features cached by the float64 numpy version are not reused.
+    return FeatureNet(digits_mlp_hidden, params, int(w.shape[1]),
+                      {'kind': 'digits_mlp', 'resolution': resolution, 'compute': 'jax-float32',
+                       'weights_sha256': hashlib.sha256(w.tobytes() + b.tobytes()).hexdigest()}, batch_size=1024)
 
 
 FEATURES = ('inception', 'vgg16', 'digits_mlp')

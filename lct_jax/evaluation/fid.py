@@ -56,10 +56,11 @@ def statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def save_stats(path: str, mu, sigma, overwrite: bool = False) -> str:
+def save_stats(path: str, mu, sigma, overwrite: bool = False, extra: dict | None = None) -> str:
     """Write pytorch-fid's .npz; the path written. An existing file of other statistics is kept:
     the new ones go beside it (<name>.new.npz) unless `overwrite` (a statistics file is the
-    yardstick of every FID measured against it)."""
+    yardstick of every FID measured against it). `extra`: more arrays beside mu and sigma (the
+    provenance, evaluation/stats_file.py)."""
     import os
     import sys
     mu, sigma = np.asarray(mu), np.asarray(sigma)
@@ -75,7 +76,7 @@ def save_stats(path: str, mu, sigma, overwrite: bool = False) -> str:
         print(f'note: other statistics exist at {path.replace(".new.npz", ".npz")}; kept, the new ones '
               f'written to {path} (pass overwrite=True to replace)', file=sys.stderr, flush=True)
     tmp = path + '.partial.npz'
-    np.savez(tmp, mu=mu, sigma=sigma)
+    np.savez(tmp, mu=mu, sigma=sigma, **(extra or {}))
     os.replace(tmp, path)
     return path
 

@@ -31,14 +31,44 @@ def results_files(paths) -> list[str]:
     return files
 
 
-def load_rows(paths) -> list[dict]:
-    """Every row of every results.json found, the latest evaluation of each (run, sampler) only."""
+ROW_FORMAT = 'lct_jax.evaluate/1'   # each row --mode=evaluate writes carries it (results.append_rows)
+
+
+def evaluation_rows(path: str) -> tuple[list[dict] | None, str]:
+    """(rows, '') if `path` holds evaluation results: a JSON list of row dicts, each naming its
+    sampler and FID (rows written since the format tag carry `format`: ROW_FORMAT); else
+    (None, why not), e.g. a study report (a JSON object) or a damaged file, which share the name."""
+    from lct_jax.untrusted import UnreadableFileError, read_json
+    try:
+        value = read_json(path, "a run's evaluation rows")
+    except (UnreadableFileError, OSError) as e:
+        return None, str(e).replace(f'{path}: ', '').replace(f'{path} ', '')
+    if isinstance(value, dict):
+        return None, ('a JSON object (a study report\'s results.json, by its keys)' if 'runs' in value
+                      else 'a JSON object, not a list of evaluation rows')
+    if not isinstance(value, list):
+        return None, f'a JSON {type(value).__name__}, not a list of evaluation rows'
+    for i, row in enumerate(value):
+        if not isinstance(row, dict) or 'sampler' not in row or 'fid' not in row:
+            return None, f'item {i} is not an evaluation row (a JSON object with sampler and fid)'
+        if row.get('format', ROW_FORMAT) != ROW_FORMAT:
+            return None, f'item {i} has format {row.get("format")!r}; this code reads {ROW_FORMAT!r}'
+    return value, ''
+
+
+def load_rows(paths, say=None) -> list[dict]:
+    """Every row of every evaluation results.json found, the latest evaluation of each (run, sampler)
+    only. Any other file of that name (a study report, a damaged file) is skipped with one line
+    naming it, through `say` (default: stderr)."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     latest = {}
     for f in results_files(paths):
-        from lct_jax.untrusted import read_json  # a damaged file is an error naming it
-        for row in read_json(f, "a run's evaluation rows", expect=list):
-            if isinstance(row, dict):
-                latest[(row.get('run'), row.get('sampler'), f)] = row   # later rows replace earlier ones
+        rows, why = evaluation_rows(f)
+        if rows is None:
+            say(f'comparison: skipped {f}: {why}')
+            continue
+        for row in rows:
+            latest[(row.get('run'), row.get('sampler'), f)] = row   # later rows replace earlier ones
     return list(latest.values())
 
 

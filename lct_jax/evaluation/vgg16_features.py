@@ -11,28 +11,20 @@ weights the features are VGG16's but not NVIDIA's network's.
 """
 from __future__ import annotations
 
-import jax
-import numpy as np
-
 from lct_jax.cache_dirs import file_fingerprint
 
 
 def vgg16_features(weights_path: str, convention: str = 'torchvision', fc2_relu: bool = True,
                    batch_size: int = 50):
-    """images uint8 NHWC (grey is repeated to RGB) -> (N, 4096) float64 fc2 features."""
+    """A FeatureNet: images uint8 NHWC (grey is repeated to RGB) -> (N, 4096) fc2 features."""
     from lct_jax.models.convert import load_state_dict, vgg16_params_from_torch
     from lct_jax.models.vgg16 import VGG16, preprocess
     if not weights_path:
         raise ValueError('evaluation.vgg16_weights must name a local VGG16 file: torchvision\'s '
                          'vgg16-397923af.pth, or the .npz that python -m lct_jax.evaluation.nvidia_vgg16 writes')
+    from lct_jax.evaluation.features import FeatureNet
     model = VGG16(fc2_relu=fc2_relu)
     params = vgg16_params_from_torch(load_state_dict(weights_path), model)
-    apply = jax.jit(lambda p, images: model.apply({'params': p}, preprocess(images, convention)))
-
-    def features(images: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.asarray(apply(params, images[i:i + batch_size]), np.float64)
-                               for i in range(0, len(images), batch_size)])
-
-    features.fingerprint = {'kind': 'vgg16', 'input': convention, 'fc2_relu': fc2_relu,
-                            **file_fingerprint(weights_path)}
-    return features
+    return FeatureNet(lambda p, images: model.apply({'params': p}, preprocess(images, convention)), params, 4096,
+                      {'kind': 'vgg16', 'input': convention, 'fc2_relu': fc2_relu, **file_fingerprint(weights_path)},
+                      batch_size)
