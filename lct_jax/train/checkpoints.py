@@ -30,12 +30,33 @@ class CheckpointMismatchError(CheckpointError):
 
 
 def make_manager(workdir: str, keep: int = 3, keep_period: int | None = None,
-                 async_save: bool = True) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, keep_period=keep_period or None, create=True,
-        enable_async_checkpointing=async_save)
+                 async_save: bool = True, protected=None) -> ocp.CheckpointManager:
+    """protected: a function giving the steps never to delete (the best checkpoints of the
+    in-training evaluation, lct_jax/evaluation/during_training.py), asked at each clean-up."""
+    if protected is None:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, keep_period=keep_period or None, create=True,
+            enable_async_checkpointing=async_save)
+    else:
+        policies = [ocp.checkpoint_managers.LatestN(n=keep), _Protected(protected)]
+        if keep_period:
+            policies.append(ocp.checkpoint_managers.EveryNSteps(keep_period))
+        options = ocp.CheckpointManagerOptions(
+            create=True, enable_async_checkpointing=async_save,
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies))
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                  options=options)
+
+
+class _Protected:
+    """An Orbax preservation policy: keep the steps `steps()` names (read at every clean-up)."""
+
+    def __init__(self, steps):
+        self.steps = steps
+
+    def should_preserve(self, checkpoints, *, context=None):
+        keep = self.steps()
+        return [c.step in keep for c in checkpoints]
 
 
 def _save_failed(manager, what: str, e: Exception) -> CheckpointError:

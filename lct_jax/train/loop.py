@@ -237,7 +237,11 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
     normalizer = Normalizer.from_dir(latent_dir, config.consistency.sigma_data, config.data.normalize)
 
     model, objective, state, step_fn = build_training(config, mesh)
-    manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints, config.train.keep_period)
+    from lct_jax.evaluation import during_training
+    # The in-training evaluation's best checkpoints are never deleted by retention.
+    protected = (lambda: during_training.protected_steps(workdir)) if config.evaluation.get('every') else None
+    manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints, config.train.keep_period,
+                                       protected=protected)
     state, restored = checkpoints.restore_latest(manager, state, config.train.restore_fallback)
     if restored is not None and jax.process_index() == 0:
         print(f'resumed from {workdir}/checkpoints/{restored}', flush=True)
@@ -246,6 +250,7 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
         on_start(start)
     writer = MetricWriter(workdir, start_step=start)  # moves aside rows logged after `start`
     grids = SampleGrids(config, model, objective, codec, normalizer, mesh)
+    evals = during_training.TrainingEvaluation(config, workdir, mesh, start)  # evaluation.every
     stop = _StopFlag()
     stop.install()
     progress = Progress('train', config.total_steps, start=start, unit='steps',
@@ -259,6 +264,8 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                              labels=num_classes_of(config) > 0,
                              read_processes=int(config.train.get('reader_processes', 0)))
     try:
+        if evals.pending_at_start():  # stopped after the checkpoint, before its evaluation
+            evals.run(start, state, writer)
         first = None
         if jax.process_count() > 1 and step < config.total_steps:
             # Compile before the first collective, then wait for every process: the step's
@@ -277,7 +284,8 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                 progress.restart_clock(step)
                 t_log, step_log = time.time(), step
             log_now = step % config.log_every == 0 or step == config.total_steps
-            save_now = step % config.checkpoint_every == 0 or step == config.total_steps
+            eval_now = evals.due(step)  # an evaluation step is a checkpoint step: the best record names one
+            save_now = step % config.checkpoint_every == 0 or step == config.total_steps or eval_now
             if log_now or save_now:  # the only places the host waits for the device
                 _check_skips(int(state.longest_skip_run), config.train.max_skips_in_a_row, manager)
             if log_now:
@@ -292,6 +300,8 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
             if save_now:
                 checkpoints.save(manager, step, state)
                 saved = step
+            if eval_now:
+                evals.run(step, state, writer)
             if step % config.sample_every == 0 or step == config.total_steps:
                 grids.write(workdir, step, state, writer)
             if stop.should_stop(step):
