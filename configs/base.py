@@ -25,6 +25,7 @@ def get_config():
         block_norm='non-scaling-layer-norm', out_norm='non-scaling-layer-norm',
         dtype='float32',               # 'bfloat16' on accelerators: convs/matmuls only (§20)
         remat=False,                   # rematerialise UNet / DiT blocks for large batches
+        two_times=False,               # MeanFlow: the network also takes h = t - r (a second time embedding)
         # kind='dit' only (lct_jax/models/dit.py); input size and channels are img_resolution and
         # in_channels above. Defaults: DiT-B/2 (configs/variants.py:apply_dit sets the presets).
         dit=ml_collections.ConfigDict(dict(
@@ -45,6 +46,15 @@ def get_config():
         diffusion_weight=5.0, diffusion_threshold=0.75,    # early-timestep diffusion loss (§8)
     ))
     c.objective = 'slct'               # slct (the paper) | ldm (the LDM-8† diffusion baseline, §16.5)
+                                       # | meanflow (MeanFlow, lct_jax/meanflow.py; configs/variants.py:apply_meanflow)
+    c.meanflow = ml_collections.ConfigDict(dict(   # objective='meanflow' only; the authors' defaults
+        p_mean=-0.4, p_std=1.0,        # logit-normal (t, r), ordered t >= r
+        data_proportion=0.75,          # the fraction of each batch with r = t
+        norm_p=1.0, norm_eps=0.01,     # adaptive weight (err + eps)^p
+        omega=1.0, kappa=0.0,          # CFG inside the target (class-conditional only): off at 1, 0
+        t_start=0.0, t_end=1.0,        # ... applied for t in [t_start, t_end]
+        two_step_times=(1.0, 0.5, 0.0),  # the 2-step sampler's flow times (1-step: 1 -> 0)
+    ))
     c.ldm = ml_collections.ConfigDict(dict(
         num_levels=1000, c=3.45,       # uniform levels on the 1000-level Karras grid; Cauchy-form c (§16.5)
     ))                                 # (sigma_min/max, rho, sigma_data: the consistency section's)
@@ -56,6 +66,7 @@ def get_config():
         host_threads=0,                # pairing threads per host; 0 = one per local device (<= cores)
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
+        kind='radam',                  # radam (§13) | adamw (MeanFlow's)
         lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4,   # RAdam, coupled L2 (§13)
         warmup_steps=0, decay='constant', grad_clip=0.0,
     ))
@@ -100,6 +111,7 @@ def get_config():
         ts=(0, 420, 640), grid_steps=641,   # two-step sampler (§14)
         seed=42, ema='ema_0.99993',    # 'params' = the raw weights
         sampler='consistency',         # consistency (1-step and 2-step rows) | euler | heun (EDM ODE, §16.5)
+                                       # | meanflow (1-step and 2-step average-velocity jumps)
         ode_steps=250,                 # euler / heun: Karras grid of this many levels + a final 0
         num_samples=50_000, batch_size=256, image_format='jpeg',  # JPEG q75 as the authors (§14)
         device_batch=32,               # --mode=sample / evaluate: rows per device per batch, so the numbers are the

@@ -18,7 +18,10 @@ with Euler, 250 steps = 250 NFE; `--config.sampling.sampler=heun
 --config.sampling.ode_steps=n` for Heun at 2n - 1 NFE). Variant `dit`: the same run with a
 small DiT in place of the UNet (patch 2 on the 8x8 digits: 16 tokens; lct_jax/models/dit.py);
 `dit_cond`: that DiT class-conditional on the digits' 10 labels (label dropout 0.1 to the null
-class; grids per class; sample i is of class i mod 10).
+class; grids per class; sample i is of class i mod 10). Variant `meanflow`: MeanFlow (Geng et al.
+2025; lct_jax/meanflow.py) trained from scratch with the same UNet (taking two times), data and
+budget, as configs/variants.py:apply_meanflow with the digits run's own EMAs; sampled in 1 and 2
+steps (`dit_cond,meanflow`: the class-conditional DiT, guidance off unless meanflow.omega/kappa).
 """
 from configs import base, variants
 
@@ -36,6 +39,7 @@ VARIANTS = {
     'ldm': 'the LDM-8† baseline: the same UNet trained as an EDM diffusion model, Euler 250 NFE',
     'dit': 'a small DiT (4 blocks, width 128, patch 2) in place of the UNet',
     'dit_cond': 'that DiT class-conditional on the 10 digits (label dropout 0.1, grids per class)',
+    'meanflow': 'MeanFlow (Geng et al. 2025) from scratch: the same UNet taking two times, 1 and 2 steps',
 }
 # A small DiT for the 8x8x1 digits: 16 tokens of 2x2 patches.
 DIGITS_DIT = dict(patch_size=2, hidden_size=128, depth=4, num_heads=4, mlp_ratio=4.0)
@@ -68,7 +72,7 @@ def get_config(variant: str = ''):
         if name in ('dit', 'dit_cond'):
             c.model.kind = 'dit'
             c.model.dit.update(DIGITS_DIT)
-            c.evaluation.method = f'sLCT:{name}'
+            c.evaluation.method = f'{"MeanFlow" if c.objective == "meanflow" else "sLCT"}:{name}'
         if name == 'dit_cond':   # class-conditional on the digits' 10 classes (label dropout 0.1)
             c.model.dit.num_classes = 10
             c.data.class_labels = True
@@ -81,6 +85,11 @@ def get_config(variant: str = ''):
             c.model.update(block_norm='group-norm', out_norm='group-norm')
             c.sampling.update(sampler='euler', ode_steps=250)
             c.evaluation.method = 'LDM-8†'
+        elif name == 'meanflow':
+            # As configs/variants.py:apply_meanflow, with the digits run's own EMAs (2,500 steps).
+            variants.apply_meanflow(c)
+            c.ema_decays = (0.99, 0.999)
+            c.sampling.ema = 'ema_0.99'
         elif name != 'smoke':
             c.evaluation.method = f'sLCT:{name}'
         if name in ('ilct', 'no_ot'):

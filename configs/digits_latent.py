@@ -20,7 +20,7 @@ encode 34 s, analyze ~30 s. docs/study/README.md has the measurements (latents v
 outlier fractions) and the study (docs/study/latent/study_latent.py).
 
 Variants: those of configs/default.py (ilct, no_ot, no_diffusion, huber, fixed_c, group_norm, ldm,
-smoke) plus `kl_sd` (the autoencoder's KL weight at SD's 1e-6, the default here) and `kl_1e-3`,
+meanflow, smoke) plus `kl_sd` (the autoencoder's KL weight at SD's 1e-6, the default here) and `kl_1e-3`,
 `kl_1e-4` (stronger KL pulls: more Gaussian latents), `ae_long` (2,400 autoencoder steps: the heaviest
 latent tails measured, the latent study's setting) and `ae_smoke` (a few autoencoder steps).
 """
@@ -55,7 +55,8 @@ def get_config(variant: str = ''):
     c = default.get_config(','.join(n for n in names if n not in own))
     c.unlock()
     c.model.update(LATENT)
-    c.data.update(resolution=32, normalize='per_element')
+    # MeanFlow keeps its one pooled scale (configs/variants.py:apply_meanflow); sLCT's is per element.
+    c.data.update(resolution=32, normalize='scalar' if c.objective == 'meanflow' else 'per_element')
     c.autoencoder.update(kind='kl', weights='', scale_factor=1.0)   # weights: <ae workdir>/vae (see above)
     c.consistency.c0 = C0_ICT_256
     c.evaluation.run_name = 'digits_latent' + (':' + variant if variant else '')

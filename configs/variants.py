@@ -86,6 +86,35 @@ def apply_ldm(c):
                         paper_recall_2step=0.0)
 
 
+def apply_meanflow(c):
+    """MeanFlow (Geng et al. 2025, arXiv 2505.13447) trained from scratch on the same latents and
+    backbone: lct_jax/meanflow.py, as the authors' `meanflow.py` + configs (Gsunshine/meanflow).
+
+    The network takes two times (model.two_times: t and h = t - r embedded, t in [0, 1]); the
+    objective draws (t, r) logit-normal (-0.4, 1.0) with 75% of each batch at r = t, plain Gaussian
+    noise (no OT pairing: coupling.method='none'), the adaptive weight p = 1, eps = 0.01; AdamW
+    (b2 0.95, no weight decay), one constant EMA 0.9999; sampled in 1 step (1 -> 0) and 2 steps
+    (1 -> 0.5 -> 0). No norm flags (the UNet's GroupNorm, as the LDM-8† baseline; the authors' UNet
+    and DiT use GroupNorm / LayerNorm). Data scaling as the authors': one scale for all latent
+    elements (their 0.18215) to unit variance, the noise's: data.normalize='scalar' with the
+    normaliser's target std (consistency.sigma_data) 1.0 instead of sLCT's per-element 0.5. We
+    subtract the pooled mean, which they do not (the normaliser has no scale-only mode).
+    No guidance unless a class-conditional config turns it on (meanflow.omega / kappa).
+    """
+    c.objective = 'meanflow'
+    c.model.two_times = True
+    c.model.update(block_norm='group-norm', out_norm='group-norm')
+    c.coupling.method = 'none'
+    c.data.normalize = 'scalar'
+    c.consistency.sigma_data = 1.0
+    c.optimizer.update(kind='adamw', b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.0)
+    c.ema_decays = (0.9999,)
+    c.sampling.update(sampler='meanflow', ema='ema_0.9999')
+    backbone = c.evaluation.method.partition(':')[2] if c.model.kind == 'dit' else ''
+    c.evaluation.update(method='MeanFlow' + (f':{backbone}' if backbone else ''), paper_fid_1step=0.0,
+                        paper_fid_2step=0.0, paper_recall_1step=0.0, paper_recall_2step=0.0)
+
+
 def apply_smoke(c):
     """A few steps on a CPU: the same method settings, a tiny UNet on the packaged digits."""
     c.batch_size = 16
@@ -116,7 +145,8 @@ def apply_dit(c, name):
     from lct_jax.models.dit import preset
     c.model.kind = 'dit'
     c.model.dit.update(preset(DIT_VARIANTS[name]))
-    c.evaluation.update(method=f'sLCT:{name}', paper_fid_1step=0.0, paper_fid_2step=0.0,
+    objective = 'MeanFlow' if c.objective == 'meanflow' else 'sLCT'
+    c.evaluation.update(method=f'{objective}:{name}', paper_fid_1step=0.0, paper_fid_2step=0.0,
                         paper_recall_1step=0.0, paper_recall_2step=0.0)
 
 
@@ -133,6 +163,7 @@ PAPER_VARIANTS = {
        for name, (changes, fid) in ABLATIONS.items()},
     **{name: f'post-paper: a DiT-{size} backbone in place of the UNet'
        for name, size in DIT_VARIANTS.items()},
+    'meanflow': 'MeanFlow (Geng et al. 2025) from scratch on the same latents and network, 1 and 2 steps',
 }
 
 
@@ -147,7 +178,7 @@ def unknown_variant_error(name: str, valid, why: str = '') -> ValueError:
 
 
 def apply_variants(c, arg, ilct_numbers):
-    """Apply 'ilct', 'ldm', an ablation name, a DiT backbone ('dit_b2', ...) and/or 'smoke'
+    """Apply 'ilct', 'ldm', 'meanflow', an ablation name, a DiT backbone ('dit_b2', ...) and/or 'smoke'
     (comma-separated) to config c."""
     names = [a for a in (arg or '').split(',') if a]
     for name in names:
@@ -155,6 +186,8 @@ def apply_variants(c, arg, ilct_numbers):
             apply_ilct(c, *ilct_numbers)
         elif name == 'ldm':
             apply_ldm(c)
+        elif name == 'meanflow':
+            apply_meanflow(c)
         elif name in DIT_VARIANTS:
             apply_dit(c, name)
         elif name in ABLATIONS:

@@ -6,6 +6,7 @@ import os
 import jax.numpy as jnp
 
 from lct_jax.diffusion_objective import DiffusionObjective
+from lct_jax.meanflow import MeanFlowObjective
 from lct_jax.models.dit import DiT
 from lct_jax.models.unet import UNet
 from lct_jax.objective import Objective
@@ -37,7 +38,7 @@ def build_model(config) -> UNet | DiT:
                 model_channels=m.model_channels, channel_mult=tuple(m.channel_mult),
                 num_blocks=m.num_blocks, attn_resolutions=tuple(m.attn_resolutions),
                 dropout=m.dropout, block_norm=m.block_norm, out_norm=m.out_norm,
-                dtype=_DTYPES[m.dtype], remat=m.remat)
+                dtype=_DTYPES[m.dtype], remat=m.remat, two_times=bool(m.get('two_times', False)))
 
 
 def _build_dit(m) -> DiT:
@@ -51,7 +52,7 @@ def _build_dit(m) -> DiT:
     model = DiT(input_size=m.img_resolution, patch_size=d.patch_size, in_channels=m.in_channels,
                 hidden_size=d.hidden_size, depth=d.depth, num_heads=d.num_heads, mlp_ratio=d.mlp_ratio,
                 num_classes=d.num_classes, class_dropout_prob=d.class_dropout_prob, learn_sigma=False,
-                dtype=_DTYPES[m.dtype], remat=m.remat)
+                dtype=_DTYPES[m.dtype], remat=m.remat, two_times=bool(m.get('two_times', False)))
     try:
         model.check()
     except ValueError as e:  # name the config's fields: input_size is model.img_resolution here
@@ -59,12 +60,15 @@ def _build_dit(m) -> DiT:
     return model
 
 
-OBJECTIVES = ('slct', 'ldm')
+OBJECTIVES = ('slct', 'ldm', 'meanflow')
 
 
-def build_objective(config) -> Objective | DiffusionObjective:
-    """config.objective: 'slct' (the paper's consistency training) or 'ldm' (the LDM-8† baseline)."""
+def build_objective(config) -> Objective | DiffusionObjective | MeanFlowObjective:
+    """config.objective: 'slct' (the paper's consistency training), 'ldm' (the LDM-8† baseline) or
+    'meanflow' (MeanFlow, lct_jax/meanflow.py: needs a two-time model, model.two_times=True)."""
     c = config.consistency
+    if config.objective == 'meanflow':
+        return _build_meanflow(config)
     if config.objective == 'ldm':
         # The diffusion parameterisation (sigma range, rho, sigma_data) is the one the two share (§3).
         return DiffusionObjective(num_levels=config.ldm.num_levels, c=config.ldm.c, sigma_min=c.sigma_min,
@@ -76,6 +80,20 @@ def build_objective(config) -> Objective | DiffusionObjective:
                      p_mean=c.p_mean, p_std=c.p_std, loss_norm=c.loss_norm, c_schedule=c.c_schedule,
                      c0=c.c0, weight_schedule=c.weight_schedule, diffusion_weight=c.diffusion_weight,
                      diffusion_threshold=c.diffusion_threshold)
+
+
+def _build_meanflow(config) -> MeanFlowObjective:
+    if not config.model.get('two_times', False):
+        raise ValueError("objective='meanflow' needs a two-time network (u(z, t, h)): set model.two_times=True "
+                         '(the :meanflow variants do)')
+    mf = config.meanflow
+    classes = num_classes_of(config)
+    return MeanFlowObjective(p_mean=mf.p_mean, p_std=mf.p_std, data_proportion=mf.data_proportion,
+                             norm_p=mf.norm_p, norm_eps=mf.norm_eps, omega=mf.omega, kappa=mf.kappa,
+                             t_start=mf.t_start, t_end=mf.t_end, num_classes=classes,
+                             # the DiT's label dropout rate, applied by the objective (the null class)
+                             class_dropout_prob=float(config.model.dit.class_dropout_prob) if classes else 0.0,
+                             two_step_times=tuple(mf.two_step_times))
 
 
 def num_classes_of(config) -> int:

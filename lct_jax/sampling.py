@@ -175,8 +175,9 @@ def make_ode_sampler(apply_fn, obj, shape, sigmas, method: str, seed: int, mesh=
 class SamplerSpec:
     """One way of drawing samples, as a results row names it."""
     label: str        # '1-step', '2-step', 'euler-250', 'heun-40'
-    method: str       # 'consistency' | 'euler' | 'heun'
-    sigmas: tuple     # consistency: the step sigmas; ODE: the descending grid ending in 0
+    method: str       # 'consistency' | 'euler' | 'heun' | 'meanflow'
+    sigmas: tuple     # consistency: the step sigmas; ODE: the descending grid ending in 0;
+                      # meanflow: the flow times, 1.0 down to 0.0
     nfe: int          # network evaluations per sample
 
     @property
@@ -196,7 +197,7 @@ def ode_spec(method: str, steps: int, obj) -> SamplerSpec:
     return SamplerSpec(f'{method}-{steps}', method, tuple(float(s) for s in sig), ode_nfe(steps, method))
 
 
-SAMPLERS = ('consistency',) + ODE_METHODS
+SAMPLERS = ('consistency',) + ODE_METHODS + ('meanflow',)
 
 
 def configured_samplers(sampling_config, obj) -> list[SamplerSpec]:
@@ -208,6 +209,9 @@ def configured_samplers(sampling_config, obj) -> list[SamplerSpec]:
                 consistency_spec('2-step', tuple(s.ts), s.grid_steps, obj)]
     if s.sampler in ODE_METHODS:
         return [ode_spec(s.sampler, s.ode_steps, obj)]
+    if s.sampler == 'meanflow':   # 1-step and 2-step average-velocity jumps (lct_jax/meanflow_sampling.py)
+        from lct_jax import meanflow_sampling
+        return meanflow_sampling.configured_specs(obj)
     raise ValueError(f'sampling.sampler {s.sampler!r}; valid: {SAMPLERS}')
 
 
@@ -216,4 +220,7 @@ def make_spec_sampler(spec: SamplerSpec, apply_fn, obj, shape, seed: int, mesh=N
     `class_of(i)` for a class-conditional model)."""
     if spec.method == 'consistency':
         return make_sampler(apply_fn, obj, shape, spec.sigmas, seed, mesh, num_classes)
+    if spec.method == 'meanflow':
+        from lct_jax import meanflow_sampling
+        return meanflow_sampling.make_meanflow_sampler(spec, apply_fn, shape, seed, mesh, num_classes)
     return make_ode_sampler(apply_fn, obj, shape, spec.sigmas, spec.method, seed, mesh, num_classes)

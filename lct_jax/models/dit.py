@@ -6,6 +6,11 @@ embedder (fed our noise conditioning 250 ln sigma, as the UNet is), a label
 embedder whose last row is the null class, adaLN-Zero blocks, a final layer
 and unpatchify. Post-paper: the paper's numbers use the UNet (spec §12.3, §16.4).
 
+`two_times=True` (MeanFlow, lct_jax/meanflow.py) adds a second timestep embedder for the
+interval h = t - r, summed into the conditioning c = t_emb + h_emb + y_emb, as the MeanFlow
+authors' DiT (Gsunshine/meanflow `models_dit.py`, module `h_embedder`); the flow time t and h,
+both in [0, 1], are fed to the embedders as they are. Off, the parameter tree is the old one.
+
 Module names follow the PyTorch state_dict with a trailing `.<index>` written
 `_<index>` (`blocks.3.adaLN_modulation.1` -> `blocks_3/adaLN_modulation_1`), so
 `convert.dit_params_from_torch` is a renaming plus layout transposes.
@@ -224,6 +229,7 @@ class DiT(nn.Module):
                                      # accelerators); norms, softmax, the timestep embedding, the
                                      # residual stream and the output stay float32
     remat: bool = False              # rematerialise each block in the backward pass
+    two_times: bool = False          # MeanFlow: a second timestep embedder for h = t - r
 
     @property
     def out_channels(self) -> int:
@@ -245,8 +251,12 @@ class DiT(nn.Module):
             raise ValueError('DiT: ' + '; '.join(problems))
 
     @nn.compact
-    def __call__(self, x, noise_labels, labels=None, train: bool = False):
+    def __call__(self, x, noise_labels, labels=None, train: bool = False, h=None, drop_labels: bool = True):
+        """h: the interval t - r of a two-time model (None there: 0, e.g. at init); drop_labels=False
+        keeps the labels as given in training (MeanFlow drops them itself, in its objective)."""
         self.check()
+        if h is not None and not self.two_times:
+            raise ValueError('DiT: h (a second time) given to a single-time model (two_times=False)')
         r, ch = self.input_size, self.in_channels
         if x.ndim != 4 or x.shape[1:] != (r, r, ch):
             raise ValueError(f'DiT expects NHWC input of shape (batch, {r}, {r}, {ch}); got {x.shape}')
@@ -254,8 +264,11 @@ class DiT(nn.Module):
         tokens = PatchEmbed(self.hidden_size, self.patch_size, self.dtype, name='x_embedder')(x)
         tokens = tokens.astype(jnp.float32) + pos[None]
         c = TimestepEmbedder(self.hidden_size, name='t_embedder')(noise_labels)
+        if self.two_times:
+            c = c + TimestepEmbedder(self.hidden_size, name='h_embedder')(
+                jnp.zeros_like(noise_labels) if h is None else h)
         c = c + LabelEmbedder(self.num_classes, self.hidden_size, self.class_dropout_prob,
-                              name='y_embedder')(labels, x.shape[0], train)
+                              name='y_embedder')(labels, x.shape[0], train and drop_labels)
         block_cls = nn.remat(DiTBlock) if self.remat else DiTBlock
         for i in range(self.depth):
             tokens = block_cls(self.num_heads, self.mlp_ratio, self.dtype, name=f'blocks_{i}')(tokens, c)

@@ -5,6 +5,11 @@ Structure, initialisation and parameter names follow EDM's
 switchable block and output norms. Module names are the PyTorch names with
 '.' replaced by '_' (`enc.32x32_block0` -> `enc_32x32_block0`), so
 `convert.unet_params_from_torch` is a renaming plus layout transposes.
+
+`two_times=True` (MeanFlow, lct_jax/meanflow.py) gives the noise embedding a second input, the
+interval h = t - r: as the MeanFlow authors' EDM UNet (Gsunshine/py-meanflow `unet.py`), the
+positional embeddings of t and h are concatenated before `map_layer0` (so its kernel has
+2 * model_channels rows), t and h in [0, 1] as they are. Off, the parameter tree is the old one.
 """
 from __future__ import annotations
 
@@ -182,18 +187,26 @@ class UNet(nn.Module):
     dtype: Any = jnp.float32     # compute dtype of convs, block dense layers and attention's qkv/proj
                                  # (bf16 on accelerators); norms, softmax, time embedding stay f32
     remat: bool = False          # rematerialise each block in the backward pass
+    two_times: bool = False      # MeanFlow: the noise embedding also takes h = t - r
 
     def layout(self):
         return unet_layout(self.img_resolution, self.in_channels, self.model_channels,
                            tuple(self.channel_mult), self.num_blocks, tuple(self.attn_resolutions))
 
     @nn.compact
-    def __call__(self, x, noise_labels, train: bool = False):
+    def __call__(self, x, noise_labels, train: bool = False, h=None):
+        """h: the interval t - r of a two-time model (None there: 0, e.g. at init)."""
+        if h is not None and not self.two_times:
+            raise ValueError('UNet: h (a second time) given to a single-time model (two_times=False)')
         if x.ndim != 4 or x.shape[1:] != (self.img_resolution, self.img_resolution, self.in_channels):
             raise ValueError(f'UNet expects NHWC input of shape (batch, {self.img_resolution}, '
                              f'{self.img_resolution}, {self.in_channels}); got {x.shape}')
         emb_channels = self.model_channels * self.channel_mult_emb
         emb = positional_embedding(noise_labels, self.model_channels)
+        if self.two_times:
+            emb = jnp.concatenate(
+                [emb, positional_embedding(jnp.zeros_like(noise_labels) if h is None else h, self.model_channels)],
+                axis=1)
         # The time embedding stays float32 whatever the compute dtype (a few KFLOPs per sample).
         emb = nn.silu(Dense(emb_channels, name='map_layer0')(emb))
         emb = nn.silu(Dense(emb_channels, name='map_layer1')(emb))

@@ -42,11 +42,25 @@ def lr_schedule(cfg) -> optax.Schedule:
     return sched
 
 
+OPTIMIZERS = ('radam', 'adamw')
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
-    """RAdam with coupled L2 weight decay (torch.optim.RAdam semantics); optional clipping."""
+    """cfg.kind 'radam' (the paper): RAdam with coupled L2 weight decay (torch.optim.RAdam
+    semantics); 'adamw' (MeanFlow's `optax.adamw`): Adam with decoupled weight decay, scaled by
+    the learning rate as optax and torch do. Optional clipping of the gradient's global norm."""
+    kind = cfg.get('kind', 'radam')   # configs recorded before the key existed are RAdam runs
+    if kind not in OPTIMIZERS:
+        raise ValueError(f'optimizer.kind {kind!r}; valid: {OPTIMIZERS}')
     parts = []
     if cfg.grad_clip:
         parts.append(optax.clip_by_global_norm(cfg.grad_clip))
+    if kind == 'adamw':
+        parts.append(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
+        if cfg.weight_decay:
+            parts.append(optax.add_decayed_weights(cfg.weight_decay))
+        parts.append(optax.scale_by_learning_rate(lr_schedule(cfg)))
+        return optax.chain(*parts)
     if cfg.weight_decay:
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
     parts += [optax.scale_by_radam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, threshold=5.0),

@@ -111,10 +111,17 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
     def update(state: TrainState, batch, z, ot_ratio, labels=None):
         traces['update'] += 1
         _, loss_key = step_keys(step_cfg.seed, state.step)
-        grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
-        # Class labels reach the network through apply_fn; the objective passes its 'dropout' key to
-        # the student and the target alike, so both see the same label dropout (to the null class).
-        apply_fn = model.apply if labels is None else functools.partial(model.apply, labels=labels)
+        if getattr(objective, 'takes_labels', False):
+            # MeanFlow: the objective takes the labels (it drops them itself: a dropped row's target
+            # is unguided) and runs its own network, float32 for the JVP (`network_apply`).
+            loss_fn = functools.partial(objective.loss, labels=labels)
+            apply_fn = objective.network_apply(model)
+        else:
+            # Class labels reach the network through apply_fn; the objective passes its 'dropout' key
+            # to the student and the target alike, so both see the same label dropout (to the null class).
+            loss_fn = objective.loss
+            apply_fn = model.apply if labels is None else functools.partial(model.apply, labels=labels)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, metrics), grads = grad_fn(state.params, apply_fn, batch, z, loss_key, state.step)
         finite = jnp.isfinite(loss) & _all_finite(grads)
 

@@ -1,0 +1,53 @@
+"""MeanFlow's few-step sampler: z_r = z_t - (t - r) u(z_t, t, t - r) down a grid of flow times.
+
+As the authors' `solver_step`: 1 step is t = 1 -> r = 0 (z_0 = e - u(e, 1, 1)), 2 steps
+1 -> 0.5 -> 0. Sample i starts from the unit noise every sampler of `lct_jax.sampling` starts
+from (z_i of fold_in(key(seed), i), then fold_in(., 0)): the consistency samplers scale it by
+sigma_max, MeanFlow takes it as is (t = 1 is pure noise). So `--mode sample/evaluate`, the
+grids and the results tables compare every objective on the same starting noise.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def meanflow_spec(label: str, times):
+    """A `sampling.SamplerSpec` for the times (1.0, ..., 0.0): its `sigmas` field holds them."""
+    from lct_jax.sampling import SamplerSpec
+    times = tuple(float(s) for s in times)
+    if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
+        raise ValueError(f'MeanFlow sampler times {times}: must fall from 1.0 to 0.0')
+    return SamplerSpec(label, 'meanflow', times, len(times) - 1)
+
+
+def configured_specs(obj):
+    """The 1-step and 2-step rows of a MeanFlow objective."""
+    return [meanflow_spec('1-step', (1.0, 0.0)),
+            meanflow_spec(f'{len(obj.two_step_times) - 1}-step', obj.two_step_times)]
+
+
+def meanflow_sample(apply_fn, params, noise, times):
+    """Integrate with the average velocity: for each (t, r) in the grid, z <- z - (t - r) u(z, t, t - r)."""
+    n = noise.shape[0]
+    z = noise
+    for t, r in zip(times[:-1], times[1:]):
+        t_vec = jnp.full((n,), t, jnp.float32)
+        h_vec = jnp.full((n,), t - r, jnp.float32)
+        u = apply_fn({'params': params}, z, t_vec, h=h_vec).astype(jnp.float32)
+        z = z - (t - r) * u
+    return z
+
+
+def make_meanflow_sampler(spec, apply_fn, shape, seed: int, mesh=None, num_classes: int = 0):
+    """A jitted (params, sample indices) -> latents for a 'meanflow' SamplerSpec; sample i of class
+    `sampling.class_of(i)` for a class-conditional model."""
+    from lct_jax import sampling
+    times = tuple(float(s) for s in spec.sigmas)
+
+    def fn(params, indices):
+        keys = sampling.sample_keys(seed, indices)
+        noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape, jnp.float32))(keys)
+        return meanflow_sample(sampling._with_labels(apply_fn, indices, num_classes), params, noise, times)
+
+    return sampling._jit_over_mesh(fn, mesh)
