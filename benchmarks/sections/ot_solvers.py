@@ -40,7 +40,8 @@ def paper_step(mesh, per_device_batch, run_batch):
     config, state, step, batch = build(per_device_batch, 'device')
     pair = step.lower(state, batch)['pair_noise'].compile()
     pair_s = timeit(lambda b: pair(state.step, b)[0], batch, repeats=5)
-    host_s = host_pairing_seconds(config, mesh, batch)
+    # the host's pairing needs the host placement's config (the device one has no host pairer)
+    host_s = host_pairing_seconds(paper_config(per_device_batch * mesh.devices.size), mesh, batch)
     del state, step
     config, state, step, batch = build(run_batch, 'host')
     t0 = time.perf_counter()
