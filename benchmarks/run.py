@@ -44,6 +44,9 @@ def sections() -> dict:
 
 
 def main():
+    if any(a in ('-h', '--help') for a in sys.argv[1:]):  # the whole run takes ~40 minutes: never by accident
+        print(__doc__)
+        return
     import jax
 
     from lct_jax import parallel
