@@ -16,7 +16,9 @@ def test_smoke_run_has_every_part_and_each_succeeded(tmp_path):
     # Its own persistent compilation cache, kept between test runs (a rerun compiles little); part 3's
     # "cold" compile is then warm, which the smoke run does not judge.
     cache = os.path.join(os.environ.get('TMPDIR', '/tmp'), 'lct_jax_test_xla_cache_accelerator_smoke')
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    scratch = tmp_path / 'scratch'   # the script's temporary work directories, removed with tmp_path
+    scratch.mkdir()
+    env = dict(os.environ, PYTHONUNBUFFERED='1', TMPDIR=str(scratch))
     env.pop('OUT', None)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'accelerator.py'), '--smoke',
                            '--out', str(out), '--cache-dir', cache], capture_output=True, text=True, timeout=600,
