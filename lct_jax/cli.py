@@ -125,7 +125,7 @@ def generate(config, params, sampler, num: int, normalizer: Normalizer, mesh=Non
     images, lats = [], []
     from lct_jax.evaluation.evaluator import replicated_on
     for start, img, x in sharded.image_batches(make_sampler(config, sampler, mesh), replicated_on(params, mesh),
-                                               decoder, num, sharded.padded_batch(config.sampling, mesh),
+                                               decoder, num, sharded.padded_batch(config.sampling, mesh, num),
                                                mesh, with_latents=True):
         images.append(img)
         lats.append(x)
@@ -150,7 +150,8 @@ def sample(config, workdir, checkpoint=''):
     mesh = parallel.make_mesh()
     params = replicated_on(params, mesh)
     decoder = sharded.make_image_decoder(make_codec(config.autoencoder, config.model.in_channels), normalizer, mesh)
-    batch, num = sharded.padded_batch(config.sampling, mesh), config.sampling.num_samples
+    num = config.sampling.num_samples
+    batch = sharded.padded_batch(config.sampling, mesh, num)
     classes = num_classes_of(config)
     shown = min(classes, int(config.sampling.get('class_grids', 16)))
     writer = jax.process_index() == 0

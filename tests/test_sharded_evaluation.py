@@ -79,7 +79,7 @@ def test_only_features_are_gathered_and_they_equal_the_host_path(run, monkeypatc
 
     monkeypatch.setattr(sharded, 'gather', features_only)
     ev = Evaluator(config, str(root), show_progress=False)
-    assert jax.device_count() == 4 and ev.batch == 4 * 8
+    assert jax.device_count() == 4 and sharded.padded_batch(config.sampling, ev.mesh, NUM) == 4 * 8
     spec = ev.specs[1]                                         # the 2-step sampler
     feats = ev.features(parallel.replicate(params, ev.mesh), spec, NUM)['fid']
     assert feats.shape == (NUM, 64) and sum(s[0] for s in gathered) == 4 * 32   # the padded tail's rows too

@@ -57,13 +57,13 @@ class Evaluator:
         self.featurize = sharded.make_featurizer(codec, cli.normalizer_of(config, workdir), nets, self.mesh)
         self.specs = samplers or sampling.configured_samplers(config.sampling, build_objective(config))
         self.samplers = {spec.label: cli.make_sampler(config, spec, self.mesh) for spec in self.specs}
-        self.batch = sharded.padded_batch(config.sampling, self.mesh)
 
     def features(self, params, spec, num: int) -> dict:
         """{'fid': (num, D)[, 'pr': ...]} float64 features of `spec`'s samples 0..num-1 (replicated params)."""
         from lct_jax.evaluation import sharded
         progress = Progress(f'evaluate {spec.label}', num, unit='img', enabled=self.show_progress)
-        out = sharded.sampled_features(self.samplers[spec.label], params, self.featurize, num, self.batch,
+        batch = sharded.padded_batch(self.config.sampling, self.mesh, num)
+        out = sharded.sampled_features(self.samplers[spec.label], params, self.featurize, num, batch,
                                        self.mesh, progress)
         progress.close()
         return out

@@ -88,16 +88,16 @@ def gather(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def padded_batch(sampling_config, mesh) -> int:
-    """The global batch of an evaluation or of --mode=sample: sampling.device_batch rows per device
-    (the default: the same per-device shapes, so the same numbers, on any number of devices and
-    hosts: XLA's kernels may round a row differently in a program of another batch size, and one
-    uint8 pixel flipped moves a 100-sample FID by 1e-6), or, with device_batch=0,
-    sampling.batch_size rounded down to a multiple of the device count."""
+def padded_batch(sampling_config, mesh, num: int) -> int:
+    """The global batch of an evaluation or of --mode=sample of `num` samples: sampling.device_batch
+    rows per device (or fewer when `num` needs fewer). The same per-device shapes give the same
+    numbers on any number of devices and hosts: XLA's kernels may round a row differently in a
+    program of another batch size, and one uint8 pixel flipped by that moved a 100-sample FID by
+    1.5e-6. With device_batch=0: sampling.batch_size rounded down to a multiple of the devices."""
     d = mesh.devices.size
     per_device = int(sampling_config.get('device_batch', 0) or 0)
     if per_device:
-        return per_device * d
+        return min(per_device, -(-num // d)) * d
     return max(sampling_config.batch_size // d, 1) * d
 
 
