@@ -89,6 +89,8 @@ def test_only_features_are_gathered_and_they_equal_the_host_path(run, monkeypatc
     np.testing.assert_allclose(feats, host, rtol=1e-6, atol=1e-6)
 
 
+# slow: the next test compares 1 device with 8 devices and 2 processes x 2 devices
+@pytest.mark.slow
 def test_one_device_and_four_devices_give_the_same_numbers(run):
     root, config, params = run
     _same(_rows(config, str(root), params, jax.devices()[:1]), _rows(config, str(root), params, jax.devices()))

@@ -60,7 +60,8 @@ def test_rows_at_the_configured_steps_and_no_recompile(run):
 
 def test_a_resume_neither_repeats_nor_skips_an_evaluation(run, tmp_path):
     """Stopped after the checkpoint of step 20 and before its evaluation: the resumed run evaluates
-    step 20 first, then 30; step 10 is not evaluated again."""
+    step 20 (and step 10 is not evaluated again); resumed once more, it evaluates nothing. (Rows
+    after the restored step: test_the_record_follows_the_history_rule.)"""
     from lct_jax.train import loop
     wd = str(tmp_path / 'run')
     shutil.copytree(run[0], wd)
@@ -69,11 +70,12 @@ def test_a_resume_neither_repeats_nor_skips_an_evaluation(run, tmp_path):
         lines = [line for line in open(path) if not (json.loads(line)['step'] == 20 and 'fid' in line)]
         open(path, 'w').writelines(lines)
     os.remove(os.path.join(wd, during_training.BEST))
-    loop.train(config(total_steps=30), wd, show_progress=False)
-    assert _fid_steps(wd) == [10, 20, 30]
-    assert [s for s, _ in _record_steps(wd)] == [10, 10, 20, 20, 30, 30]
-    loop.train(config(total_steps=30), wd, show_progress=False)       # finished: nothing evaluated again
-    assert [s for s, _ in _record_steps(wd)] == [10, 10, 20, 20, 30, 30]
+    out = loop.train(config(), wd, show_progress=False)
+    assert out['final_step'] == 20 and _fid_steps(wd) == [10, 20]
+    assert _record_steps(wd) == [(10, '1-step'), (10, '2-step'), (20, '1-step'), (20, '2-step')]
+    assert set(json.load(open(os.path.join(wd, during_training.BEST)))) == {'1-step', '2-step'}
+    loop.train(config(), wd, show_progress=False)                     # finished: nothing evaluated again
+    assert [s for s, _ in _record_steps(wd)] == [10, 10, 20, 20] and _fid_steps(wd) == [10, 20]
 
 
 def test_the_record_follows_the_history_rule(tmp_path):

@@ -24,10 +24,12 @@ def _batched_dists(a, b, batch: int = 1024):
 
 
 def knn_radii(features, k: int = 3, batch: int = 1024) -> np.ndarray:
-    """Squared distance of each point to its k-th nearest other point."""
+    """Squared distance of each point to its k-th nearest other point, a block of rows at a time
+    (the whole N x N matrix would be 10 GB at 50k points)."""
     f = jnp.asarray(features, jnp.float32)
-    d = _batched_dists(f, f, batch)
-    return np.partition(d, k, axis=1)[:, k]  # index 0 is the point itself (distance 0)
+    # index 0 of each sorted row is the point itself (distance 0)
+    return np.concatenate([np.partition(np.asarray(_sq_dists(f[i:i + batch], f)), k, axis=1)[:, k]
+                           for i in range(0, len(f), batch)])
 
 
 def coverage(query, reference, radii, batch: int = 1024) -> float:
