@@ -12,6 +12,7 @@ and compiled samplers made once). Then, from every row in results.json:
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
@@ -31,9 +32,10 @@ def curve_samplers(config) -> list | None:
         method, _, arg = str(name).partition(':')
         try:
             if method == 'consistency':
-                ts = tuple(int(t) for t in arg.split(','))
-                specs.append(sampling.consistency_spec(f'{len(ts)}-step' if len(ts) > 1 else '1-step', ts,
-                                                       config.sampling.grid_steps, obj))
+                spec = sampling.consistency_spec('', tuple(int(t) for t in arg.split(',')),
+                                                 config.sampling.grid_steps, obj)
+                # named by its NFE, as the configured ones: (0, 420, 640) is '2-step' (the last index costs nothing)
+                specs.append(dataclasses.replace(spec, label=f'{spec.nfe}-step'))
             elif method in sampling.ODE_METHODS:
                 specs.append(sampling.ode_spec(method, int(arg), obj))
             else:
@@ -118,6 +120,7 @@ def plot_curves(rows: list[dict], out_dir: str) -> list[str]:
     """fid_over_steps.png and fid_over_nfe.png from evaluation rows (the latest row of each
     (step, sampler) counts); the paths written."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     latest = {}
@@ -144,6 +147,9 @@ def plot_curves(rows: list[dict], out_dir: str) -> list[str]:
     for nfe, value, s in pts:
         ax.annotate(s, (nfe, value), textcoords='offset points', xytext=(4, 4), fontsize=8)
     ax.set_xscale('log')
+    ax.set_xticks(sorted({p[0] for p in pts}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.minorticks_off()
     ax.set_xlabel('NFE (network evaluations per sample)')
     ax.set_ylabel('FID')
     ax.set_title(f'FID over NFE at step {last}')
