@@ -114,7 +114,7 @@ def test_build_objective_picks_the_ldm_objective():
     c = default.get_config('ldm,smoke')
     with c.unlocked():
         c.objective = 'ddpm'
-    with pytest.raises(ValueError, match="valid: \\('slct', 'ldm'\\)"):
+    with pytest.raises(ValueError, match="valid: \\('slct', 'ldm', 'meanflow'\\)"):
         build_objective(c)
 
 
