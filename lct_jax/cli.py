@@ -12,7 +12,7 @@ from lct_jax import parallel, sampling
 from lct_jax.builders import build_model, build_objective, latent_dir_of, num_classes_of
 from lct_jax.data.pipeline import Normalizer
 from lct_jax.images import save_grid, save_image
-from lct_jax.models.autoencoder import make_codec, to_uint8
+from lct_jax.models.autoencoder import make_codec
 from lct_jax.progress import Progress
 
 
@@ -202,19 +202,25 @@ def real_image_batches(config, workdir, limit: int | None = None, batch: int = 5
         for i in range(0, n, batch):
             yield src.images(range(i, min(i + batch, n)))
         return
+    from lct_jax.evaluation import sharded
     ds = LatentDataset(latent_dir_of(config, workdir))
     codec = codec or make_codec(config.autoencoder, config.model.in_channels)
+    decode = sharded.host_decoder(codec, parallel.make_mesh())  # each device decodes its rows of a batch
     scale = ds.manifest['scale_factor']
     n = min(len(ds), limit or len(ds))
     for i in range(0, n, batch):
-        yield to_uint8(codec.decode(jnp.asarray(ds.read_batch(range(i, min(i + batch, n))) / scale)))
+        yield decode(ds.read_batch(range(i, min(i + batch, n))) / scale)
 
 
 def reference_feature_sets(config, workdir, features: dict, limits: dict | None = None, codec=None) -> dict:
     """{name: features of the real images} for several feature functions in one pass over the
     images (each decoded once, by `codec` if given); limits[name] keeps only that many images for that name."""
+    from lct_jax.evaluation import sharded
+    from lct_jax.evaluation.features import FeatureNet
     limits = limits or {}
     cap = None if any(limits.get(k) is None for k in features) else max(limits[k] for k in features)
+    mesh = parallel.make_mesh()  # a FeatureNet runs on every device, each on its rows of a batch
+    features = {k: sharded.host_features(fn, mesh) if isinstance(fn, FeatureNet) else fn for k, fn in features.items()}
     out, seen = {k: [] for k in features}, 0
     for images in real_image_batches(config, workdir, cap, codec=codec):
         for name, fn in features.items():

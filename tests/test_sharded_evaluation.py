@@ -77,8 +77,8 @@ def test_only_features_are_gathered_and_they_equal_the_host_path(run, monkeypatc
         gathered.extend(shapes)
         return gather(tree)
 
+    ev = Evaluator(config, str(root), show_progress=False)   # (the real reference: decoded a batch at a time)
     monkeypatch.setattr(sharded, 'gather', features_only)
-    ev = Evaluator(config, str(root), show_progress=False)
     assert jax.device_count() == 4 and sharded.padded_batch(config.sampling, ev.mesh, NUM) == 4 * 8
     spec = ev.specs[1]                                         # the 2-step sampler
     feats = ev.features(parallel.replicate(params, ev.mesh), spec, NUM)['fid']
@@ -96,25 +96,35 @@ def test_one_device_and_four_devices_give_the_same_numbers(run):
     _same(_rows(config, str(root), params, jax.devices()[:1]), _rows(config, str(root), params, jax.devices()))
 
 
-def _worker(root, devices, out, **extra):
+def _worker(root, devices, out, cache=None, **extra):
     args = {'devices': devices, 'latents': str(root / 'latents'), 'params': str(root / 'params.npz'),
             'workdir': str(root), 'out': str(out), **extra}
-    return runs.start([sys.executable, '-m', 'tests.eval_worker', json.dumps(args)], str(out) + '.log')
+    env = runs.env()
+    if cache:
+        env['LCT_JAX_CACHE'] = cache
+    return subprocess.Popen([sys.executable, '-m', 'tests.eval_worker', json.dumps(args)], cwd=runs.ROOT, env=env,
+                            stdout=open(str(out) + '.log', 'w'), stderr=subprocess.STDOUT)
 
 
 def test_eight_devices_and_two_processes_give_the_one_device_numbers(run):
-    """Real processes: 1 x 8 CPU devices, and 2 processes x 2 devices over 127.0.0.1 (gloo)."""
+    """Real processes: 1 x 8 CPU devices, and 2 processes x 2 devices over 127.0.0.1 (gloo). The two
+    hosts do not share a cache: process 0's holds the reference features, process 1's is empty, so
+    both must compute them together (the decode and features are collective programs)."""
+    import shutil
     root, config, params = run
-    one = _rows(config, str(root), params, jax.devices()[:1])
+    one = _rows(config, str(root), params, jax.devices()[:1])     # fills this process's cache
+    caches = [str(root / 'cache0'), str(root / 'cache1')]
+    shutil.copytree(os.environ['LCT_JAX_CACHE'], caches[0])
     port = runs.free_port()
     procs = [_worker(root, 8, root / 'eight.json')]
-    procs += [_worker(root, 2, root / f'two{i}.json', coordinator=f'127.0.0.1:{port}', processes=2, id=i)
-              for i in range(2)]
+    procs += [_worker(root, 2, root / f'two{i}.json', cache=caches[i], coordinator=f'127.0.0.1:{port}',
+                      processes=2, id=i) for i in range(2)]
     for p, log in zip(procs, ('eight', 'two0', 'two1')):
         assert p.wait(timeout=300) == 0, open(root / f'{log}.json.log').read()[-3000:]
     eight, two = json.load(open(root / 'eight.json')), json.load(open(root / 'two0.json'))
     assert (eight['devices'], eight['processes'], two['devices'], two['processes']) == (8, 1, 4, 2)
     assert not os.path.exists(root / 'two1.json')               # process 1 computed, process 0 wrote
+    assert 'computed and cached' in open(root / 'two0.json.log').read()   # a hit on one host only is no hit
     _same(one, eight['rows'])
     _same(one, two['rows'])
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from typing import Callable
 
 from lct_jax.cache_dirs import cache_root, cached_arrays
@@ -53,10 +54,46 @@ def cache_key(parts: dict) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
+_AGREEMENTS = [0]
+
+
+def _every_process_has(path: str) -> bool:
+    """Does every process's cache hold a readable entry at `path`? The computation has collectives
+    (the decode and features run on the mesh, evaluation/sharded.py): if one host computed while
+    another read its own disk's copy, the first would wait for the second forever. So a hit counts
+    only when it is a hit everywhere (hosts need not share a file system)."""
+    import jax
+    import numpy as np
+    try:
+        with np.load(path) as z:
+            readable = bool(z.files) and all(z[k].size >= 0 for k in z.files)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        readable = False
+    if jax.process_count() == 1:
+        return readable
+    from jax.experimental import multihost_utils
+    from lct_jax import parallel
+    _AGREEMENTS[0] += 1
+    parallel.barrier(f'lct_jax/reference_cache/{_AGREEMENTS[0]}')
+    return bool(np.min(multihost_utils.process_allgather(np.int32(readable))))
+
+
 def cached_features(parts: dict, compute: Callable[[], dict], root: str | None = None) -> tuple[dict, str]:
-    """(features, 'hit' | 'miss'): the stored {name: array} for `parts`, or compute() stored under it."""
+    """(features, 'hit' | 'miss'): the stored {name: array} for `parts`, or compute() stored under it
+    (computed by every process together unless every process's cache holds it)."""
     path = os.path.join(root or cache_root(), 'reference_features', cache_key(parts) + '.npz')
-    features, how = cached_arrays(path, compute)
+    if _every_process_has(path):
+        features, how = cached_arrays(path, compute)
+    else:  # some process lacks it: all compute together, each stores it
+        features, how = compute(), 'miss'
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f'{path}.{os.getpid()}.tmp.npz'
+            import numpy as np
+            np.savez(tmp, **features)
+            os.replace(tmp, path)
+        except OSError as e:
+            print(f'not cached ({e}): {path}', flush=True)
     if how == 'miss' and os.path.exists(path):
         with open(path[:-len('.npz')] + '.json', 'w') as f:  # what the key was made of, for a reader
             json.dump(parts, f, indent=1, sort_keys=True, default=str)

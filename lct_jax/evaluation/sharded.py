@@ -129,3 +129,38 @@ def image_batches(sampler, params, decoder, num: int, batch: int, mesh,
     for start, keep, x in batches(sampler, params, num, batch, mesh):
         images = gather(decoder(x))[:keep]
         yield (start, images, gather(x)[:keep]) if with_latents else (start, images)
+
+
+# --- the real reference: host batches that every process reads in full, worked on the mesh ---
+
+class Unscaled:
+    """A normaliser for latents already in the decoder's space (the training latents / scale)."""
+
+    @staticmethod
+    def denormalize(x):
+        return x
+
+
+def on_mesh_rows(program, rows: np.ndarray, mesh):
+    """program(rows sharded on 'data') for host `rows` that every process holds in full (padded to
+    a multiple of the devices, the padding dropped): each device works on its own part, and the
+    result is gathered."""
+    n, d = len(rows), mesh.devices.size
+    pad = (-n) % d
+    if pad:
+        rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)])
+    out = gather(program(parallel.shard_host_array(rows, mesh)))
+    return jax.tree_util.tree_map(lambda a: a[:n], out)
+
+
+def host_decoder(codec, mesh) -> Callable:
+    """unscaled latents (host) -> uint8 images (host), decoded on every device of the mesh."""
+    decoder = make_image_decoder(codec, Unscaled(), mesh)
+    return lambda latents: on_mesh_rows(decoder, np.asarray(latents, np.float32), mesh)
+
+
+def host_features(net, mesh) -> Callable:
+    """uint8 images (host) -> (N, D) float64 features of a FeatureNet, computed on every device."""
+    fn = per_device(net.apply, mesh)
+    params = parallel.replicate(net.params, mesh)
+    return lambda images: np.asarray(on_mesh_rows(lambda x: fn(params, x), np.asarray(images), mesh), np.float64)
