@@ -131,3 +131,19 @@ def test_curves_over_checkpoints_and_nfe(run, capsys):
     assert cli.evaluate(c, wd, '10,20') == []
     with pytest.raises(FileNotFoundError, match=r'no checkpoint of step\(s\) \[15\]'):
         cli.evaluate(c, wd, '10,15')
+
+
+# slow (~3 min on 2 shared cores): two real processes; the single-process tests above cover the rows and the resume
+@pytest.mark.slow
+def test_two_processes_evaluate_during_training(tmp_path):
+    from tests import runs
+    wd = str(tmp_path / 'two')
+    port = runs.free_port()
+    flags = ['--config.evaluation.every=10', '--config.evaluation.num_samples=32', f'--coordinator_address=127.0.0.1:{port}',
+             '--num_processes=2']
+    procs = [runs.start(runs.command(wd, *flags, f'--process_id={i}', devices=2), str(tmp_path / f'two{i}.txt'))
+             for i in range(2)]
+    for i, p in enumerate(procs):
+        assert p.wait(timeout=600) == 0, open(tmp_path / f'two{i}.txt').read()[-3000:]
+    assert _record_steps(wd) == [(10, '1-step'), (10, '2-step'), (20, '1-step'), (20, '2-step')]
+    assert _fid_steps(wd) == [10, 20] and os.path.exists(os.path.join(wd, during_training.BEST))
