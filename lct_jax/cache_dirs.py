@@ -36,6 +36,13 @@ def cached_arrays(path: str, compute: Callable[[], dict]) -> tuple[dict, str]:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError):
             pass
     arrays = compute()
+    write_arrays(path, arrays)
+    return arrays, 'miss'
+
+
+def write_arrays(path: str, arrays: dict) -> None:
+    """Store a cache entry through a temporary file and a rename; a cache that cannot be written
+    costs the time, not the caller's work."""
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f'{path}.{os.getpid()}.tmp.npz'
@@ -43,7 +50,6 @@ def cached_arrays(path: str, compute: Callable[[], dict]) -> tuple[dict, str]:
         os.replace(tmp, path)
     except OSError as e:
         print(f'not cached ({e}): {path}', flush=True)
-    return arrays, 'miss'
 
 
 def file_fingerprint(path: str) -> dict:

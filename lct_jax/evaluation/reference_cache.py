@@ -27,7 +27,7 @@ import os
 import zipfile
 from typing import Callable
 
-from lct_jax.cache_dirs import cache_root, cached_arrays
+from lct_jax.cache_dirs import cache_root, cached_arrays, write_arrays
 from lct_jax.models.autoencoder import file_sha256
 
 CACHE_VERSION = 1
@@ -86,14 +86,7 @@ def cached_features(parts: dict, compute: Callable[[], dict], root: str | None =
         features, how = cached_arrays(path, compute)
     else:  # some process lacks it: all compute together, each stores it
         features, how = compute(), 'miss'
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f'{path}.{os.getpid()}.tmp.npz'
-            import numpy as np
-            np.savez(tmp, **features)
-            os.replace(tmp, path)
-        except OSError as e:
-            print(f'not cached ({e}): {path}', flush=True)
+        write_arrays(path, features)
     if how == 'miss' and os.path.exists(path):
         with open(path[:-len('.npz')] + '.json', 'w') as f:  # what the key was made of, for a reader
             json.dump(parts, f, indent=1, sort_keys=True, default=str)
