@@ -23,7 +23,8 @@ autoencoder (docs/study/README.md, "Why the inputs are committed"). They were ma
 
 then `cp -r $W/vae $W/latents docs/study/latent/inputs/`; the analysis is in docs/study/latent/analysis/.
 
-Every run: 2,500 steps at batch 64 on the per-element-normalised latents, checkpoints 500, ...,
+Every run: 2,500 steps at batch 64 on the per-element-normalised latents (MeanFlow: one pooled mean and
+std, to std 1, as its authors scale the SD latents by one number), checkpoints 500, ...,
 2500 each evaluated with 1-step and 2-step sampling (1,024 samples, EMA 0.99), decoded to 32x32 and measured by the
 Fréchet distance in the digits-MLP feature space (an MLP trained on the 32x32-upscaled real
 digits) against the decoded training latents (the autoencoder's reconstructions: the best
@@ -38,7 +39,10 @@ from study_pixel import SEEDS, STEPS, VARIANTS as PIXEL_VARIANTS  # noqa: E402  
 
 # ... and one more, latent only: sLCT with iLCT's fixed c = c0 (0.00864 at d = 256) instead of the fitted
 # c(N), the direct test of the lead in docs/study/README.md (sLCT stops improving once c(N) < c0)
-VARIANTS = {**PIXEL_VARIANTS, 'fixed_c': 'fixed_c'}
+VARIANTS = {**PIXEL_VARIANTS, 'fixed_c': 'fixed_c',
+            # ... and MeanFlow (Geng et al. 2025; configs/variants.py:apply_meanflow) trained from scratch on the
+            # same latents, UNet (taking two times) and budget, sampled in 1 and 2 steps from the same noise
+            'meanflow': 'meanflow'}
 
 # the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, 400 steps at KL weight
 # 1e-6): ae_long, 2,400 steps, whose normalised latents have the heaviest tails measured (docs/study/README.md)
