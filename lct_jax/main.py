@@ -29,6 +29,10 @@ flags.DEFINE_integer('heartbeat_timeout_seconds', 60, 'Multi-process: how long t
                      'process before failing (instead of hanging).')
 flags.DEFINE_string('checkpoint', '', 'sample/evaluate: a step dir of ours or an authors\' .pt file '
                     '(default: the latest checkpoint in --workdir).')
+flags.DEFINE_string('checkpoints', '', 'evaluate: "all" or steps separated by commas (e.g. 500,1000): '
+                    'each not yet evaluated is evaluated, resumably, and FID is drawn over the steps and over '
+                    'the samplers\' NFE (docs/evaluation.md, "Curves"). --checkpoint=all and --checkpoint=500,1000 '
+                    'do the same.')
 flags.DEFINE_bool('allow_config_change', False, 'train: resume with a config that differs from the run\'s '
                   'recorded one (config.json); the change is recorded in run.json with its step.')
 flags.DEFINE_float('lock_stale_seconds', 120.0, 'train/encode: take over a work directory lock whose '
@@ -70,12 +74,25 @@ def main(argv):
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                     heartbeat_timeout_s=FLAGS.heartbeat_timeout_seconds)
     try:
-        run(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.checkpoint, FLAGS.allow_config_change,
+        run(FLAGS.config, FLAGS.workdir, FLAGS.mode, checkpoint_arg(FLAGS.checkpoint, FLAGS.checkpoints, FLAGS.mode),
+            FLAGS.allow_config_change,
             config_flags.get_override_values(FLAGS['config']), FLAGS.lock_stale_seconds)
     except _expected_errors() as e:
         # Bad input: one clear message (the traceback helps nobody), a non-zero exit.
         print(f'error: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+def checkpoint_arg(checkpoint: str, checkpoints: str, mode: str) -> str:
+    """--checkpoint, or --checkpoints as the curves' form of it: 'all', or the steps with a trailing
+    comma, so that a single step listed is still a curve (evaluation/curves.py:wants_curves)."""
+    if not checkpoints:
+        return checkpoint
+    if checkpoint:
+        raise ValueError('give --checkpoint (one checkpoint) or --checkpoints (curves), not both')
+    if mode != 'evaluate':
+        raise ValueError(f'--checkpoints is for --mode=evaluate, not --mode={mode}')
+    return checkpoints if checkpoints == 'all' else checkpoints.rstrip(',') + ','
 
 
 def _expected_errors():

@@ -9,6 +9,7 @@ import pytest
 
 from configs import default
 from lct_jax.evaluation import during_training
+from lct_jax.main import checkpoint_arg
 
 EVAL = {'evaluation.every': 10, 'evaluation.num_samples': 32, 'sampling.batch_size': 16}
 
@@ -111,7 +112,7 @@ def test_the_best_checkpoint_survives_retention(tmp_path):
 
 
 def test_curves_over_checkpoints_and_nfe(run, capsys):
-    """--checkpoint=all on the smoke run: each checkpoint evaluated once with three samplers (1, 2
+    """--checkpoint=all (= --checkpoints=all) on the smoke run: each checkpoint evaluated once with three samplers (1, 2
     and 3 steps), rows in results.json, both plots; a second call evaluates nothing."""
     from PIL import Image
     from lct_jax import cli
@@ -129,8 +130,22 @@ def test_curves_over_checkpoints_and_nfe(run, capsys):
         assert min(Image.open(os.path.join(wd, name)).size) > 100
     assert cli.evaluate(c, wd, 'all') == []                               # resumable: nothing left to do
     assert cli.evaluate(c, wd, '10,20') == []
+    assert cli.evaluate(c, wd, checkpoint_arg('', '20', 'evaluate')) == []   # --checkpoints=20: a curve of one
     with pytest.raises(FileNotFoundError, match=r'no checkpoint of step\(s\) \[15\]'):
         cli.evaluate(c, wd, '10,15')
+
+
+def test_checkpoints_flag_is_the_curves_form_of_checkpoint():
+    assert checkpoint_arg('', 'all', 'evaluate') == 'all'
+    assert checkpoint_arg('', '500,1000', 'evaluate') == '500,1000,'
+    assert checkpoint_arg('', '500', 'evaluate') == '500,'      # still a curve, not one checkpoint
+    assert checkpoint_arg('ckpt/500', '', 'sample') == 'ckpt/500'
+    from lct_jax.evaluation.curves import wants_curves
+    assert wants_curves(checkpoint_arg('', '500', 'evaluate')) and not wants_curves('500')
+    with pytest.raises(ValueError, match='not both'):
+        checkpoint_arg('500', 'all', 'evaluate')
+    with pytest.raises(ValueError, match='for --mode=evaluate'):
+        checkpoint_arg('', 'all', 'sample')
 
 
 # slow (~3 min on 2 shared cores): two real processes; the single-process tests above cover the rows and the resume

@@ -114,6 +114,34 @@ def test_codec_by_hub_id_builds_the_config_json_architecture_and_equals_diffuser
     np.testing.assert_allclose(images, want_images, atol=1e-4 * np.abs(want_images).max())
 
 
+def test_mesh_decoder_takes_the_vae_weights_as_inputs_not_constants(small_vae, offline_hub):
+    """The decode program on the mesh (evaluation/sharded.py) gets the VAE's weights as replicated
+    arguments: folded in as constants, the SD-VAE's 83M weights would be 335 MB inside every
+    compiled program. Checked on the lowered program: its parameters include every weight, its
+    constants hold none, and it decodes exactly as codec.decode. (Closing over codec.params
+    instead makes its biggest constant 294,980 characters long: this test then fails.)"""
+    import jax
+    import ml_collections
+    from lct_jax import parallel
+    from lct_jax.evaluation import sharded
+    from lct_jax.models.autoencoder import make_codec
+    codec = make_codec(ml_collections.ConfigDict(dict(kind='kl', weights=REPO, scale_factor=0.18215)), 3)
+    n_weights = sum(np.size(a) for a in jax.tree_util.tree_leaves(codec.params))
+    assert n_weights > 100_000
+    mesh = parallel.make_mesh()
+    z = np.random.default_rng(1).normal(size=(jax.device_count() * 2, 8, 8, 4)).astype(np.float32)
+    fn = sharded.per_device(sharded.decode_images(codec, sharded.Unscaled()), mesh)
+    weights = parallel.replicate(codec.params, mesh)
+    lowered = fn.lower(weights, parallel.shard_host_array(z, mesh))
+    args = jax.tree_util.tree_leaves(lowered.args_info)
+    assert len(args) == len(jax.tree_util.tree_leaves(codec.params)) + 1
+    text = lowered.as_text()
+    biggest_constant = max((len(line) for line in text.splitlines() if 'stablehlo.constant' in line), default=0)
+    assert biggest_constant < 10_000, 'a weight was folded into the program as a constant'
+    got = sharded.host_decoder(codec, mesh)(z)
+    np.testing.assert_array_equal(got, sharded.to_uint8(codec.decode(z)))
+
+
 def test_config_json_the_port_cannot_build_is_named():
     from lct_jax.models.autoencoder import vae_fields_from_config
     with pytest.raises(ValueError) as e:

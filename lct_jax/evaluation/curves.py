@@ -1,4 +1,5 @@
-"""FID over training steps and over NFE: `--mode=evaluate --checkpoint=all` (or `--checkpoint=10,20`).
+"""FID over training steps and over NFE: `--mode=evaluate --checkpoints=all` (or `--checkpoints=10,20`;
+`--checkpoint=all` and `--checkpoint=10,20` are the same).
 
 Every checkpoint named (all of <workdir>/checkpoints/<step>, or the listed steps) that has no
 row yet in results.json for each configured sampler (same EMA, same number of samples) is

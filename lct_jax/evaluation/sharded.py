@@ -10,7 +10,7 @@ Here, for one sampler and one batch of sample indices (sharded on 'data'):
     indices --sampler--> latents --decode, to uint8, each feature network--> {name: features}
 
 all on the mesh (`shard_map`: each device its own rows; the decoder's and the feature
-networks' weights replicated), and only the features (64, 2,048 or 4,096 floats per image)
+networks' weights replicated program inputs), and only the features (64, 2,048 or 4,096 floats per image)
 are gathered to the hosts. No host ever holds more images than it decodes itself, so host
 memory grows with num_samples by the features only. `--mode=sample` gathers the decoded
 uint8 images one batch at a time (`image_batches`), never all of them at once.
@@ -38,8 +38,9 @@ def to_uint8(images):
 
 
 def decode_images(codec, normalizer) -> Callable:
-    """normalised latents -> uint8 images, traceable (runs inside the programs below)."""
-    return lambda x: to_uint8(codec.decode(normalizer.denormalize(x)))
+    """(decoder weights, normalised latents) -> uint8 images, traceable (runs inside the programs
+    below, which take the weights replicated as an argument: never folded in as constants)."""
+    return lambda weights, x: to_uint8(codec.decode_with(weights, normalizer.denormalize(x)))
 
 
 def per_device(fn: Callable, mesh, replicated_args: int = 1) -> Callable:
@@ -55,19 +56,20 @@ def make_featurizer(codec, normalizer, nets: dict, mesh) -> Callable:
     decode = decode_images(codec, normalizer)
 
     def program(params, x):
-        images = decode(x)
-        return {name: net.apply(params[name], images) for name, net in nets.items()}
+        images = decode(params['decoder'], x)
+        return {name: net.apply(params['nets'][name], images) for name, net in nets.items()}
 
     fn = per_device(program, mesh)
-    params = {name: parallel.replicate(net.params, mesh) for name, net in nets.items()}
+    params = {'decoder': parallel.replicate(codec.params, mesh),
+              'nets': {name: parallel.replicate(net.params, mesh) for name, net in nets.items()}}
     return lambda x: fn(params, x)
 
 
 def make_image_decoder(codec, normalizer, mesh) -> Callable:
     """latents (sharded on 'data') -> uint8 images (sharded on 'data'), decoded where they lie."""
-    decode = decode_images(codec, normalizer)
-    fn = per_device(lambda _, x: decode(x), mesh)
-    return lambda x: fn(jnp.zeros(()), x)
+    fn = per_device(decode_images(codec, normalizer), mesh)
+    weights = parallel.replicate(codec.params, mesh)
+    return lambda x: fn(weights, x)
 
 
 _GATHERS = [0]

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import math
 import sys
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -166,6 +166,9 @@ class Codec:
 
     encode(keys, images in [-1, 1] NHWC) -> latents times `scale_factor` (the
     posterior sample, spec §2.2); decode(unscaled latents) -> images in [-1, 1].
+    decode_with(params, unscaled latents) is `decode` with the weights an argument: the programs
+    on the mesh (evaluation/sharded.py) take it with `params` replicated, so the SD-VAE's 83M
+    weights are a program input, not 335 MB of constants folded into every compiled program.
     """
     name: str
     scale_factor: float
@@ -174,6 +177,13 @@ class Codec:
     encode: Callable
     decode: Callable
     weights_sha256: str = ''
+    params: Any = dataclasses.field(default_factory=dict)
+    decode_with: Callable = None
+
+    def __post_init__(self):
+        if self.decode_with is None:  # no weights: decode is the whole of it
+            decode = self.decode
+            self.decode_with = lambda params, z: decode(z)
 
     def latent_shape(self, resolution: int) -> tuple[int, int, int]:
         r = resolution // self.downsample
@@ -230,13 +240,14 @@ def kl_codec(weights_path: str, scale_factor: float = SD_SCALE_FACTOR, **vae_fie
         mean, logvar = model.apply({'params': params}, x, method=model.encode)
         return posterior_sample(keys, mean, logvar) * scale_factor
 
-    @jax.jit
-    def decode(z):
-        return model.apply({'params': params}, z, method=model.decode)
+    def decode_with(weights, z):
+        return model.apply({'params': weights}, z, method=model.decode)
 
+    decode_jit = jax.jit(decode_with)  # the weights an argument here too, not constants
+    decode = lambda z: decode_jit(params, z)  # noqa: E731
     down = 2 ** (len(model.block_out_channels) - 1)
     return Codec('sd-vae', scale_factor, down, model.latent_channels, encode, decode,
-                 file_sha256(weights_path))
+                 file_sha256(weights_path), params=params, decode_with=decode_with)
 
 
 def make_codec(cfg, image_channels: int) -> Codec:
