@@ -51,7 +51,7 @@ def evaluate(variant, workdir, steps=STEPS):
     from lct_jax.evaluation.features import make_features
     config = default.get_config(variant)
     features = make_features(config)
-    real = cli.reference_features(config, workdir, features)
+    real = cli.reference_features(config, workdir, {'fid': features}, {'fid': None})['fid']
     mu_r, sigma_r = fid.statistics(real)
     normalizer = cli.normalizer_of(config, workdir)
     obj = build_objective(config)
