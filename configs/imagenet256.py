@@ -33,9 +33,11 @@ constant EMA 0.9999; (t, r) logit-normal (-0.4, 1.0), 25% of rows with r != t; a
 p = 1; CFG inside the target with omega = 1.0, kappa = 0.5 on t in [0, 1] (effective scale
 omega / (1 - kappa) = 2), class dropout 0.1; the SD VAE's `ft-mse` variant ('mse' in their
 config). Published: MF-B/2 1-NFE FID 6.17 (the paper's Table 2, 240 epochs); the official MF-B/4
-checkpoint evaluates at FID 11.4 (their README; 11.35 in its table). Their per-size CFG values
-for B/2 are taken as their config's (the B/4 run's): the paper's configuration table was not
-checked here. Differences: they draw a fresh VAE posterior sample every step from cached
+checkpoint evaluates at FID 11.4 (their README; 11.35 in its table). The B/2 guidance (kappa 0.5
+on t in [0, 1]) agrees with NVlabs FastGen's MeanFlow DiT-B config (guidance_mixture_ratio 0.5,
+guidance interval [0, 1]; it trains at global batch 1024 instead); XL/2 uses omega 0.2,
+kappa 0.92 on [0, 0.75] there, which we do not configure. The paper's own configuration table
+could not be read here. Differences: they draw a fresh VAE posterior sample every step from cached
 moments, we encode one sample once (as sLCT); our latents are centred and scaled to std 1 by
 one pooled mean and std, theirs scaled by 0.18215 only (variants.apply_meanflow).
   python -m lct_jax.main --config configs/imagenet256.py:mf_b2 --workdir $W     # encode as above first

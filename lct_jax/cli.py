@@ -264,10 +264,11 @@ def reference_features(config, workdir, features: dict, limits: dict) -> dict:
 
 def paper_numbers(config, spec) -> tuple[float | None, float | None]:
     """The paper's (FID, recall) for a row: the config's 1-/2-step fields for the consistency
-    samplers (they also carry the ablations' logged FIDs), Table 1 by (dataset, method, NFE) for ODE."""
+    samplers and MeanFlow's 1-/2-step jumps (they also carry the ablations' logged FIDs and MF-B/2's
+    published 6.17), Table 1 by (dataset, method, NFE) for ODE."""
     from lct_jax.evaluation import paper_table1
     ev = config.evaluation
-    if spec.method == 'consistency':
+    if spec.method in ('consistency', 'meanflow'):
         one = spec.label == '1-step'
         return ((ev.paper_fid_1step if one else ev.paper_fid_2step) or None,
                 (ev.paper_recall_1step if one else ev.paper_recall_2step) or None)

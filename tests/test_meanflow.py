@@ -284,6 +284,10 @@ def test_meanflow_configs():
     assert (obj.num_classes, obj.class_dropout_prob, obj.kappa) == (1000, 0.1, 0.5)
     assert imagenet256.get_config('mf_b4').model.dit.patch_size == 4
     assert imagenet256.get_config('mf_b4').evaluation.paper_fid_1step == 11.4
+    from lct_jax import cli, sampling   # the results table puts the published number beside ours
+    one, two = sampling.configured_samplers(mf.sampling, obj)
+    assert (one.method, cli.paper_numbers(mf, one), cli.paper_numbers(mf, two)) == \
+        ('meanflow', (6.17, None), (None, None))
     c = default.get_config('meanflow')
     with c.unlocked():
         c.model.two_times = False
