@@ -19,6 +19,8 @@ whole run overruns):
   sampling         6. 1-/2-step sampling + SD-VAE decode + Inception features, images/s, FID-50k time
   default_run      9. configs/default.py trained to the end and evaluated (FD), beside the CPU's
   dit_fsdp         7. a DiT-B/2 step at its recipe's batch, then the FSDP path on this mesh
+  meanflow_step   10. the MeanFlow update (one jax.jvp) against part 1's sLCT update, same UNet and
+                      per-device batch 32, float32 and bfloat16: time and memory ratios
 Run instructions for a machine without network (wheels to carry): benchmarks/README.md.
 """
 from __future__ import annotations
@@ -42,7 +44,7 @@ RESULTS_DIR = os.path.join(ROOT, 'benchmarks', 'accelerator')
 # name -> (module, function, issue part number, seconds of the full run's budget); order = run order.
 PARTS = {
     'numerics': ('steps', 'numerics', 8, 25),
-    'update_step': ('steps', 'update_step', 1, 170),
+    'update_step': ('steps', 'update_step', 1, 140),
     'memory': ('steps', 'memory', 2, 5),
     'compile_cache': ('steps', 'compile_cache', 3, 20),
     'placement': ('placement', 'placement', 4, 45),
@@ -50,6 +52,7 @@ PARTS = {
     'sampling': ('sampling_rate', 'sampling_rate', 6, 40),
     'default_run': ('default_run', 'default_run', 9, 60),
     'dit_fsdp': ('steps', 'dit_and_fsdp', 7, 45),
+    'meanflow_step': ('steps', 'meanflow_step', 10, 30),
 }
 FULL_BUDGET_S = 480
 
@@ -101,6 +104,8 @@ SUMMARY = {
                  'inception_features.images_per_s', 'fid_50k_wall_seconds.1-step', 'fid_50k_wall_seconds.2-step'),
     'default_run': ('train_wall_seconds', 'steps_per_s_last_interval', 'fd_1step', 'fd_2step'),
     'dit_fsdp': ('dit_b2.step_seconds_median', 'dit_b2.mfu_vs_bf16_peak', 'dit_b2_fsdp.step_seconds_median'),
+    'meanflow_step': ('variants.b32_float32.time_ratio', 'variants.b32_float32.xla_memory_ratio',
+                      'variants.b32_bfloat16.time_ratio', 'variants.b32_bfloat16.xla_memory_ratio'),
 }
 
 

@@ -41,6 +41,8 @@ def test_smoke_run_has_every_part_and_each_succeeded(tmp_path):
     assert p['sampling']['fid_50k_wall_seconds']['1-step'] > 0
     assert p['default_run']['fd_1step'] > 0 and p['default_run']['fd_2step'] > 0
     assert p['dit_fsdp']['dit_b2_fsdp']['loss_finite']
+    mf = [v for v in p['meanflow_step']['variants'].values() if 'time_ratio' in v]
+    assert mf and all(v['time_ratio'] > 0 and v['meanflow']['loss_finite'] for v in mf)
     md = open(out / 'cpu_smoke.md').read()
     assert all(f'. {name} | ok |' in md for name in accelerator.PARTS), md
     # nothing written into the committed results folder

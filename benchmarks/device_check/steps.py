@@ -158,6 +158,40 @@ def dit_and_fsdp(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
     return out
 
 
+def meanflow_step(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
+    """Part 10: the MeanFlow update (one jax.jvp, float32 inside) on the paper's UNet and per-device
+    batch 32, against part 1's sLCT update of the same network and batch (benchmarks/meanflow_step.py
+    on the device). MeanFlow keeps the sLCT config's norms here, so only the objective differs."""
+    slct_runs = ctx.get('update_step') or {}
+    out = {}
+    per_device = sizes.step_batches[-1]
+    for dtype in ('float32', 'bfloat16'):
+        name = f'b{per_device}_{dtype}'
+        if budget.left() <= 0:
+            out[name] = {'skipped': f'time budget ({budget.seconds:.0f} s) spent'}
+            continue
+        print(f'  meanflow update step {name}', flush=True)
+        slct_config = paper_config(sizes, per_device, dtype)
+        config = paper_config(sizes, per_device, dtype, variant='meanflow')
+        with config.unlocked():
+            config.model.update(block_norm=slct_config.model.block_norm, out_norm=slct_config.model.out_norm)
+        try:
+            mf = measure_update(config, mesh, sizes, steps=max(3, sizes.timed_steps // 2))
+            slct = slct_runs.get(name)
+            if not slct or 'step_seconds_median' not in slct:   # part 1 did not get to it
+                slct = measure_update(slct_config, mesh, sizes, steps=max(3, sizes.timed_steps // 2))
+            out[name] = {'meanflow': mf, 'slct_step_seconds_median': slct['step_seconds_median'],
+                         'time_ratio': mf['step_seconds_median'] / slct['step_seconds_median'],
+                         'xla_memory_ratio': (mf['xla_memory'].get('estimate_gb') or 0)
+                         / max(slct['xla_memory'].get('estimate_gb') or 0, 1e-12)}
+        except Exception as e:  # noqa: BLE001 - one dtype's failure keeps the other
+            out[name] = {'error': f'{type(e).__name__}: {e}'[:1500]}
+        print(f'    {json.dumps({k: v for k, v in out[name].items() if not isinstance(v, dict)})[:400]}', flush=True)
+    if not any('time_ratio' in v for v in out.values()):
+        raise RuntimeError(f'no MeanFlow step ran: {out}')
+    return {'variants': out}
+
+
 # ----- part 8: numerics against this CPU's values --------------------------------------------------
 
 def numerics_config():
