@@ -1,7 +1,9 @@
 """The latent-space study: sLCT, iLCT and the one-technique ablations in the latent space of a
 small KL autoencoder trained on the digits (configs/digits_latent.py: 32x32x1 -> 8x8x4, the
 SD-VAE's factor-4 geometry at small scale), 3 seeds each; the same seeds and variants as the
-pixel study (docs/study/pixel/study_pixel.py), plus `fixed_c` (below).
+pixel study (docs/study/pixel/study_pixel.py), plus `fixed_c`, and two baselines from other
+families on the same latents, UNet and budget: MeanFlow (`meanflow`) and the LDM-8† diffusion
+model (`ldm`).
 
     python -m lct_jax.study status docs/study/latent/study_latent.py   # what is done / running / missing
     python -m lct_jax.study run    docs/study/latent/study_latent.py   # prepare, train + evaluate, report
@@ -25,7 +27,8 @@ then `cp -r $W/vae $W/latents docs/study/latent/inputs/`; the analysis is in doc
 
 Every run: 2,500 steps at batch 64 on the per-element-normalised latents (MeanFlow: one pooled mean and
 std, to std 1, as its authors scale the SD latents by one number), checkpoints 500, ...,
-2500 each evaluated with 1-step and 2-step sampling (1,024 samples, EMA 0.99), decoded to 32x32 and measured by the
+2500 each evaluated with 1-step and 2-step sampling (LDM-8†: Euler, 250 NFE; 1,024 samples, EMA 0.99),
+decoded to 32x32 and measured by the
 Fréchet distance in the digits-MLP feature space (an MLP trained on the 32x32-upscaled real
 digits) against the decoded training latents (the autoencoder's reconstructions: the best
 the generator can reach through this decoder).
@@ -42,7 +45,10 @@ from study_pixel import SEEDS, STEPS, VARIANTS as PIXEL_VARIANTS  # noqa: E402  
 VARIANTS = {**PIXEL_VARIANTS, 'fixed_c': 'fixed_c',
             # ... and MeanFlow (Geng et al. 2025; configs/variants.py:apply_meanflow) trained from scratch on the
             # same latents, UNet (taking two times) and budget, sampled in 1 and 2 steps from the same noise
-            'meanflow': 'meanflow'}
+            'meanflow': 'meanflow',
+            # ... and the LDM-8† baseline (configs/default.py:ldm: the same UNet as an EDM latent diffusion
+            # model, Euler 250 NFE), the diffusion row MeanFlow and sLCT are set beside
+            'ldm': 'ldm'}
 
 # the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, 400 steps at KL weight
 # 1e-6): ae_long, 2,400 steps, whose normalised latents have the heaviest tails measured (docs/study/README.md)
