@@ -386,6 +386,28 @@ def test_compare_puts_the_same_variants_of_two_studies_side_by_side(tmp_path):
     assert out.read_text() == (tmp_path / 'side.new.md').read_text()
 
 
+def test_compare_pairs_against_another_baseline_from_the_per_run_rows(tmp_path):
+    """--baseline iLCT: the paired differences made again from the report's runs, seed by seed."""
+    from lct_jax.study import compare
+    fds = {'sLCT': [20.0, 18.0, 17.0], 'iLCT': [10.0, 9.0, 11.0], 'meanflow': [3.0, 2.0, 5.0]}
+    runs = [{'variant': v, 'seed': s, 'sampler': '2-step', 'step': step, 'fd': fd + (step == 2000)}
+            for v, values in fds.items() for s, fd in enumerate(values) for step in (2000, 2500)]
+    result = {'study': 'latent', 'baseline': 'sLCT', 'final_step': 2500, 'variants': {v: {} for v in fds},
+              'runs': runs, 'summary': [], 'summary_late_average': {'steps': [2000, 2500], 'summary': []}}
+    json.dump(result, open(tmp_path / 'r.json', 'w'))
+    out = tmp_path / 'vs_ilct.md'
+    assert compare.main([str(tmp_path / 'r.json'), '--baseline', 'iLCT', '--out', str(out)]) == 0
+    text = out.read_text()
+    assert 'baseline latent: iLCT' in text
+    d = np.array([3.0, 2.0, 5.0]) - np.array([10.0, 9.0, 11.0])          # -7, -7, -6
+    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)
+    assert f'| meanflow | 2-step | 3.33 ± 1.53 (3) | {d.mean():+.2f} [{d.mean() - half:+.2f}, ' \
+           f'{d.mean() + half:+.2f}] lower FD |' in text
+    assert '| iLCT | 2-step | 10.00 ± 1.00 (3) | – |' in text
+    with pytest.raises(Exception, match="no run of that variant"):
+        compare.main([str(tmp_path / 'r.json'), '--baseline', 'ldm'])
+
+
 # --- pinned inputs ---------------------------------------------------------------------------
 
 def test_a_directory_digest_sees_a_flipped_byte_a_new_file_and_a_rename(tmp_path):

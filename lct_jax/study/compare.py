@@ -2,6 +2,7 @@
 
     python -m lct_jax.study.compare docs/study/pixel/results.json docs/study/latent/results.json \
         [--step 2500] [--late] [--out docs/study/side_by_side.md]
+    python -m lct_jax.study.compare docs/study/latent/results.json --baseline iLCT   # Δ against iLCT
 
 Per variant and sampler: each study's FD (mean ± std, seeds) and its paired difference
 against that study's baseline with the Student-t 95% interval and what it reads ("lower FD",
@@ -17,6 +18,23 @@ import sys
 from lct_jax import keep
 from lct_jax.untrusted import UnreadableFileError, read_json
 from lct_jax.study.report import _mean_std, _signed_delta, _verdict
+
+
+def rebased(result: dict, baseline: str) -> dict:
+    """`result` with its summaries made again from its per-run rows (`runs`) with another variant as
+    the baseline of the paired differences (e.g. MeanFlow against iLCT as well as against sLCT)."""
+    from lct_jax.study import aggregate
+    runs = result.get('runs')
+    if not isinstance(runs, list) or not runs:
+        raise UnreadableFileError(f"--baseline {baseline}: the report holds no per-run rows ('runs') to pair")
+    if not any(r.get('variant') == baseline for r in runs):
+        have = sorted({str(r.get('variant')) for r in runs})
+        raise UnreadableFileError(f'--baseline {baseline}: no run of that variant in the report; it has {have}')
+    variants = list(result.get('variants') or dict.fromkeys(r['variant'] for r in runs))
+    late_rows, late_steps = aggregate.late_average_rows(runs)
+    return dict(result, baseline=baseline, summary=aggregate.summarise(runs, variants, baseline),
+                summary_late_average={'steps': late_steps,
+                                      'summary': aggregate.summarise(late_rows, variants, baseline)})
 
 
 def summary_of(result: dict, late: bool) -> list[dict]:
@@ -71,10 +89,17 @@ def main(argv=None) -> int:
     p.add_argument('--replace', action='store_true', help='replace --out even if it holds more numbers')
     p.add_argument('--labels', nargs='+', default=None,
                    help="one column label per results file (default: each study's name)")
+    p.add_argument('--baseline', default='', help="pair against this variant instead of each study's baseline")
     a = p.parse_args(argv)
     if a.labels and len(a.labels) != len(a.results):
         p.error(f'--labels: {len(a.labels)} labels for {len(a.results)} results files')
-    emit(table_of(a.results, a.labels, lambda r: side_by_side(r, a.step, a.late)), a.out, a.replace)
+
+    def make(results):
+        if a.baseline:
+            results = {k: rebased(r, a.baseline) for k, r in results.items()}
+        return side_by_side(results, a.step, a.late)
+
+    emit(table_of(a.results, a.labels, make), a.out, a.replace)
     return 0
 
 
