@@ -20,8 +20,10 @@ if ROOT not in sys.path:
 
 # Files that take minutes (real processes, end-to-end runs) go to the workers first, so the short
 # files fill in beside them instead of one long file starting last (measured with --durations).
-LONG_FILES = ('test_multiprocess.py', 'test_workdir.py', 'test_faults.py', 'test_objective.py', 'test_ldm.py',
-              'test_train.py', 'test_fsdp.py', 'test_unet.py', 'test_tfds.py')
+LONG_FILES = ('test_multiprocess.py', 'test_accelerator_check.py', 'test_workdir.py', 'test_faults.py',
+              'test_meanflow.py', 'test_objective.py', 'test_ldm.py', 'test_train.py', 'test_reference_cache.py',
+              'test_sharded_evaluation.py', 'test_fsdp.py', 'test_unet.py', 'test_training_evaluation.py',
+              'test_tfds.py')
 
 
 def pytest_collection_modifyitems(config, items):

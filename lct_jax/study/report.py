@@ -88,28 +88,38 @@ def markdown(study: Study, summary: list[dict], progress_entries: list[dict], st
 
 
 def plot_curves(summary: list[dict], path: str, title: str = '') -> None:
-    """FD against training step per sampler: the mean over seeds with its bootstrap 95% band."""
+    """FD against training step per sampler: the mean over seeds with its bootstrap 95% band. One
+    colour per variant in every panel, and one legend for the figure: a variant sampled its own way
+    (the LDM's Euler 250) has a panel of its own, and the others' colours must not change with it."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     samplers = sorted({str(e['sampler']) for e in summary})
+    variants = list(dict.fromkeys(e['variant'] for e in summary))
+    palette = plt.get_cmap('tab10' if len(variants) <= 10 else 'tab20')
+    colour = {v: palette(i % palette.N) for i, v in enumerate(variants)}
     fig, axes = plt.subplots(1, len(samplers), figsize=(5 * len(samplers), 4), sharey=True, squeeze=False)
+    legend = {}
     for ax, sampler in zip(axes[0], samplers):
-        for variant in dict.fromkeys(e['variant'] for e in summary):
+        for variant in variants:
             pts = sorted((e['step'], e['mean'], *e['ci95']) for e in summary
                          if e['variant'] == variant and str(e['sampler']) == sampler and e.get('n'))
             if not pts:
                 continue
             steps, mean, lo, hi = zip(*pts)
             n = max(e['n'] for e in summary if e['variant'] == variant and str(e['sampler']) == sampler)
-            line, = ax.plot(steps, mean, marker='o', label=f'{variant} (n={n})')
-            ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+            line, = ax.plot(steps, mean, marker='o', color=colour[variant])
+            ax.fill_between(steps, lo, hi, color=colour[variant], alpha=0.2)
+            legend.setdefault(variant, (line, f'{variant} (n={n})'))
         ax.set_title(f'{sampler} sampling'); ax.set_xlabel('training step'); ax.set_yscale('log')
     axes[0][0].set_ylabel('Fréchet distance (mean, bootstrap 95% band)')
-    axes[0][-1].legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+    fig.tight_layout()
+    if legend:
+        handles, labels = zip(*legend.values())
+        fig.legend(handles, labels, fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5))
+    fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
 
 
 def copy_grids(runs, progress_entries: list[dict], out_dir: str) -> list[str]:
