@@ -52,7 +52,7 @@ def _rows(config, workdir, params, devices):
     return Evaluator(config, workdir, mesh=parallel.make_mesh(devices), show_progress=False).rows(params, 'test')
 
 
-def _same(a, b):
+def assert_same_rows(a, b):
     """The issue asks for 1e-6 relative; with sampling.device_batch the rows are bitwise equal."""
     for ra, rb in zip(a, b, strict=True):
         assert ra['sampler'] == rb['sampler']
@@ -93,7 +93,7 @@ def test_only_features_are_gathered_and_they_equal_the_host_path(run, monkeypatc
 @pytest.mark.slow
 def test_one_device_and_four_devices_give_the_same_numbers(run):
     root, config, params = run
-    _same(_rows(config, str(root), params, jax.devices()[:1]), _rows(config, str(root), params, jax.devices()))
+    assert_same_rows(_rows(config, str(root), params, jax.devices()[:1]), _rows(config, str(root), params, jax.devices()))
 
 
 def _worker(root, devices, out, cache=None, **extra):
@@ -125,8 +125,8 @@ def test_eight_devices_and_two_processes_give_the_one_device_numbers(run):
     assert (eight['devices'], eight['processes'], two['devices'], two['processes']) == (8, 1, 4, 2)
     assert not os.path.exists(root / 'two1.json')               # process 1 computed, process 0 wrote
     assert 'computed and cached' in open(root / 'two0.json.log').read()   # a hit on one host only is no hit
-    _same(one, eight['rows'])
-    _same(one, two['rows'])
+    assert_same_rows(one, eight['rows'])
+    assert_same_rows(one, two['rows'])
 
 
 def test_statistics_written_with_their_provenance_give_the_same_fid(run, tmp_path):

@@ -9,6 +9,7 @@ default. `Codec` wraps either behind one interface for encoding and decoding.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import sys
@@ -236,15 +237,16 @@ def kl_codec(weights_path: str, scale_factor: float = SD_SCALE_FACTOR, **vae_fie
     params = vae_params_from_torch(load_state_dict(weights_path), model)
 
     @jax.jit
-    def encode(keys, x):
-        mean, logvar = model.apply({'params': params}, x, method=model.encode)
+    def encode_with(weights, keys, x):
+        mean, logvar = model.apply({'params': weights}, x, method=model.encode)
         return posterior_sample(keys, mean, logvar) * scale_factor
 
     def decode_with(weights, z):
         return model.apply({'params': weights}, z, method=model.decode)
 
-    decode_jit = jax.jit(decode_with)  # the weights an argument here too, not constants
-    decode = lambda z: decode_jit(params, z)  # noqa: E731
+    # Both jitted with the weights an argument, not constants folded into the compiled programs.
+    encode = functools.partial(encode_with, params)
+    decode = functools.partial(jax.jit(decode_with), params)
     down = 2 ** (len(model.block_out_channels) - 1)
     return Codec('sd-vae', scale_factor, down, model.latent_channels, encode, decode,
                  file_sha256(weights_path), params=params, decode_with=decode_with)
