@@ -98,6 +98,9 @@ def get_config():
         examples_per_shard=2048,
         expected_count=27_000,         # 0 = whatever the manifest says
         normalize='per_element',       # per_element (§2.3) | scalar | none
+        tail_power=0.0,                # the tail dial: u (1 + u^2)^(p/2) / k_p on the standardised latents,
+                                       # 0 <= p <= 4 (0 = as encoded; inverted before decoding;
+                                       # lct_jax/data/tails.py, docs/study/tails/)
         encode_batch_size=64,
     ))
     c.autoencoder = ml_collections.ConfigDict(dict(

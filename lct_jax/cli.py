@@ -97,8 +97,7 @@ def config_of_run(config, workdir: str, overrides: dict):
 
 
 def normalizer_of(config, workdir) -> Normalizer:
-    return Normalizer.from_dir(latent_dir_of(config, workdir), config.consistency.sigma_data,
-                               config.data.normalize)
+    return Normalizer.of_config(config, latent_dir_of(config, workdir))
 
 
 def make_sampler(config, sampler, mesh):

@@ -14,6 +14,7 @@ import collections
 
 import numpy as np
 
+from lct_jax.data import tails
 from lct_jax.data.latents import LatentDataset, read_manifest, read_stats
 from lct_jax.data.parallel_reader import ProcessReader
 
@@ -35,17 +36,23 @@ NORMALIZE_MODES = ('per_element', 'scalar', 'none')
 
 
 class Normalizer:
-    """x = (latent / scale_factor - mean) / std * sigma_data, and back (spec §2.3).
+    """x = g_p((latent / scale_factor - mean) / std) * sigma_data, and back (spec §2.3).
 
     mode 'per_element' (the paper): mean and std of each latent element over
     the dataset; 'scalar': one mean and std over all elements (pixel-space
     runs, where border pixels can be constant); 'none': latent / scale_factor.
+    g_p is the tail dial (data.tail_power, `tails.heavy_tail`): the identity at p = 0 (every run
+    before the dial), heavier tails at the same unit scale for p > 0; `denormalize` inverts it
+    exactly, so samples are decoded from the autoencoder's own latent space at every level.
     """
 
     def __init__(self, mean, std, scale_factor: float, sigma_data: float = 0.5,
-                 mode: str = 'per_element'):
+                 mode: str = 'per_element', tail_power: float = 0.0):
         if mode not in NORMALIZE_MODES:
             raise ValueError(f'data.normalize {mode!r}; valid: {NORMALIZE_MODES}')
+        self.tail_power = tails.check_power(tail_power)
+        if self.tail_power and mode == 'none':
+            raise ValueError('data.tail_power > 0 needs standardised latents (data.normalize per_element or scalar)')
         mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
         if mode == 'scalar':  # pooled over elements
             m = mean.mean()
@@ -56,22 +63,31 @@ class Normalizer:
         self.scale_factor, self.sigma_data, self.mode = scale_factor, sigma_data, mode
 
     @classmethod
-    def from_dir(cls, latent_dir, sigma_data=0.5, mode='per_element'):
+    def from_dir(cls, latent_dir, sigma_data=0.5, mode='per_element', tail_power=0.0):
         manifest = read_manifest(latent_dir)
         mean, std = read_stats(latent_dir, manifest['shape'])
         scale = manifest['scale_factor']
-        return cls(mean, std, scale, sigma_data, mode)
+        return cls(mean, std, scale, sigma_data, mode, tail_power)
+
+    @classmethod
+    def of_config(cls, config, latent_dir):
+        """The normaliser a run with `config` trains with (and decodes its samples through)."""
+        return cls.from_dir(latent_dir, config.consistency.sigma_data, config.data.normalize,
+                            config.data.tail_power)
 
     def normalize(self, latents):
         if self.mode == 'none':
             return latents / self.scale_factor
-        return (latents / self.scale_factor - self.mean) / self.std * self.sigma_data
+        standard = (latents / self.scale_factor - self.mean) / self.std
+        return tails.heavy_tail(standard, self.tail_power) * self.sigma_data
 
     def denormalize(self, x):
         """To the autoencoder's unscaled latent space (what `decode` takes)."""
         if self.mode == 'none':
             return x
-        return x * self.std / self.sigma_data + self.mean
+        if self.tail_power == 0.0:  # the arithmetic of every run before the dial, to the bit
+            return x * self.std / self.sigma_data + self.mean
+        return tails.heavy_tail_inverse(x / self.sigma_data, self.tail_power) * self.std + self.mean
 
 
 class InputPipeline:

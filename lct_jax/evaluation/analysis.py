@@ -39,7 +39,7 @@ def analyze_dataset(config, workdir: str, max_examples: int = 2048) -> dict:
     ds = LatentDataset(d)
     n = min(len(ds), max_examples)
     idx = np.linspace(0, len(ds) - 1, n).astype(int)
-    norm = Normalizer.from_dir(d, config.consistency.sigma_data, config.data.normalize)
+    norm = Normalizer.of_config(config, d)
     lat = norm.normalize(ds.read_batch(idx))
     sets = {'latents': lat}
     try:

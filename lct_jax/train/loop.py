@@ -234,7 +234,7 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                        examples_per_shard=config.data.examples_per_shard, show_progress=show_progress)
     dataset = latents_lib.LatentDataset(latent_dir)
     check_dataset(config, dataset.manifest, latent_dir)
-    normalizer = Normalizer.from_dir(latent_dir, config.consistency.sigma_data, config.data.normalize)
+    normalizer = Normalizer.of_config(config, latent_dir)
 
     model, objective, state, step_fn = build_training(config, mesh)
     from lct_jax.evaluation import during_training
