@@ -19,8 +19,9 @@ whole run overruns):
   sampling         6. 1-/2-step sampling + SD-VAE decode + Inception features, images/s, FID-50k time
   default_run      9. configs/default.py trained to the end and evaluated (FD), beside the CPU's
   dit_fsdp         7. a DiT-B/2 step at its recipe's batch, then the FSDP path on this mesh
-  meanflow_step   10. the MeanFlow update (one jax.jvp) against part 1's sLCT update, same UNet and
-                      per-device batch 32, float32 and bfloat16: time and memory ratios
+  meanflow_step   10. the JVP-based updates (MeanFlow, sCT, improved MeanFlow) against part 1's sLCT
+                      update, same UNet and per-device batch 32, float32 and bfloat16: time and
+                      memory ratios
 Run instructions for a machine without network (wheels to carry): benchmarks/README.md.
 """
 from __future__ import annotations
@@ -105,7 +106,9 @@ SUMMARY = {
     'default_run': ('train_wall_seconds', 'steps_per_s_last_interval', 'fd_1step', 'fd_2step'),
     'dit_fsdp': ('dit_b2.step_seconds_median', 'dit_b2.mfu_vs_bf16_peak', 'dit_b2_fsdp.step_seconds_median'),
     'meanflow_step': ('variants.b32_float32.time_ratio', 'variants.b32_float32.xla_memory_ratio',
-                      'variants.b32_bfloat16.time_ratio', 'variants.b32_bfloat16.xla_memory_ratio'),
+                      'variants.b32_bfloat16.time_ratio', 'variants.b32_bfloat16.xla_memory_ratio',
+                      'variants.b32_float32.sct_time_ratio', 'variants.b32_float32.sct_xla_memory_ratio',
+                      'variants.b32_float32.imf_time_ratio', 'variants.b32_float32.imf_xla_memory_ratio'),
 }
 
 
@@ -199,6 +202,7 @@ def main(argv=None):
     import importlib
 
     from device_check.basics import FULL, SMOKE, Budget
+
     from lct_jax import parallel
     if args.write_reference:
         from device_check.steps import write_cpu_reference

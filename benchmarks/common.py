@@ -14,8 +14,10 @@ import numpy as np
 
 from configs import celebahq256
 from lct_jax import parallel
+from lct_jax.data.pipeline import HostBatch
 from lct_jax.models.unet import unet_layout
 from lct_jax.train import loop
+from lct_jax.objectives.base import Batch
 
 
 def timeit(fn, *args, repeats=5, warmup=1):
@@ -52,7 +54,7 @@ def random_batch(shape, mesh):
 class StepRunner:
     """What the loop dispatches to the device for one step, on a carried state; returns the loss.
 
-    programs: {'update': ...} (host placement: `batch` is a PairedBatch) or {'pair_noise': ...,
+    programs: {'update': ...} (host placement: `batch` is a full `Batch`) or {'pair_noise': ...,
     'update': ...} (device placement: `batch` is x). Takes the programs apart so they can be
     AOT-compiled ones.
     """
@@ -63,10 +65,10 @@ class StepRunner:
     def __call__(self):
         if 'pair_noise' in self.programs:
             z, ratio = self.programs['pair_noise'](self.state.step, self.batch)
-            args = (self.batch, z, ratio)
+            batch = Batch(self.batch, z, ratio)
         else:
-            args = tuple(self.batch)
-        self.state, metrics = self.programs['update'](self.state, *args)
+            batch = self.batch
+        self.state, metrics = self.programs['update'](self.state, batch)
         return metrics['loss']
 
 
@@ -75,7 +77,7 @@ def paired_batch(config, mesh, x, step=0):
     pairer = loop.make_host_pairer(config, mesh)
     try:
         x = np.asarray(x)
-        return loop.device_batch((x, *pairer(step, x)), mesh)
+        return loop.device_batch(HostBatch.of(x, pairer, step), mesh)
     finally:
         pairer.close()
 

@@ -40,6 +40,7 @@ def _config(latent_dir: str, num: int):
 
 def worker(args: dict) -> None:
     import resource
+
     import jax
     jax.config.update('jax_platforms', 'cpu')
     jax.config.update('jax_num_cpu_devices', args['devices'])
@@ -48,11 +49,13 @@ def worker(args: dict) -> None:
         parallel.initialize_distributed(args['coordinator'], args['processes'], args['id'])
     import numpy as np
     from flax import traverse_util
-    from lct_jax.evaluation.evaluator import Evaluator
+
+    from lct_jax.builders import build_evaluator
     with np.load(args['params']) as f:
         params = traverse_util.unflatten_dict({tuple(k.split('/')): f[k] for k in f.files})
     t0 = time.perf_counter()
-    ev = Evaluator(_config(args['latents'], args['num']), args['workdir'], show_progress=False)
+    config = _config(args['latents'], args['num'])
+    ev = build_evaluator(config, args['workdir'], show_progress=False)
     setup = time.perf_counter() - t0
     times, rows = [], None
     if args.get('features_only'):  # sampling, decoding and features on the mesh, and the gather: no FID / PR
@@ -66,7 +69,7 @@ def worker(args: dict) -> None:
                 for spec, shape in zip(ev.specs, shapes)]
     for _ in range(0 if args.get('features_only') else 2):
         t = time.perf_counter()
-        rows = ev.rows(params, 'benchmark')
+        rows = ev.rows(params, 'benchmark', config.sampling.num_samples)
         times.append(time.perf_counter() - t)
     if jax.process_index() == 0:
         with open(args['out'], 'w') as f:
@@ -106,10 +109,11 @@ def prepare(tmp: str) -> dict:
     import jax
     import numpy as np
     from flax import traverse_util
-    from lct_jax import cli
+
     from lct_jax.builders import build_model
+    from lct_jax.modes import encode as encode_mode
     config = _config(os.path.join(tmp, 'latents'), 64)
-    cli.encode(config, tmp)
+    encode_mode.encode(config, tmp)
     m = config.model
     shape = (1, m.img_resolution, m.img_resolution, m.in_channels)
     params = build_model(config).init(jax.random.key(0), np.zeros(shape, np.float32), np.zeros((1,), np.float32))['params']

@@ -33,7 +33,8 @@ def write_latents(directory: str, count: int, shards: int = 4, seed: int = 0, sh
     manifest, stats)."""
     import numpy as np
 
-    from lct_jax.data import encode as encode_lib, latents, tfrecord
+    from lct_jax.data import encode as encode_lib
+    from lct_jax.data import latents, tfrecord
     names = [latents.shard_name(i, shards) for i in range(shards)]
     rng = np.random.default_rng(seed)
     bounds = np.linspace(0, count, shards + 1).astype(int)

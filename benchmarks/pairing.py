@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lct_jax import coupling, hlo, parallel
+from lct_jax import hlo, parallel
+from lct_jax.data import coupling
 from lct_jax.data.host_pairing import HostPairer
 from lct_jax.train import loop
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 
-
 # Sections of README.md written by hand (from other scripts' results, and the notes), kept below the
 # generated tables in the order they stand.
 HAND_WRITTEN = ('## Running the accelerator check', '## A study\'s runs on a CPU-only machine',

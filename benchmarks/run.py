@@ -48,9 +48,9 @@ def main():
         print(__doc__)
         return
     import jax
+    from report import write_markdown  # benchmarks/report.py
 
     from lct_jax import parallel
-    from report import write_markdown  # benchmarks/report.py
     table = sections()
     mesh = parallel.make_mesh()
     out = os.path.join(ROOT, 'benchmarks', 'results.json')

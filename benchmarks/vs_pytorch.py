@@ -21,6 +21,8 @@ import os
 import sys
 import time
 
+from lct_jax.data.pipeline import HostBatch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -31,6 +33,7 @@ PAPER_UNET = dict(img_resolution=32, in_channels=4, out_channels=4, channel_mult
 def torch_step_fn(channels: int, batch: int, seed=0):
     import numpy as np
     import torch
+
     from tests.reference.torch_unet import DhariwalUNet
     torch.manual_seed(seed)
     net = DhariwalUNet(**PAPER_UNET, model_channels=channels)
@@ -74,6 +77,7 @@ def torch_step_fn(channels: int, batch: int, seed=0):
 def jax_step_fn(channels: int, batch: int):
     import jax
     import numpy as np
+
     from configs import celebahq256
     from lct_jax import parallel
     from lct_jax.train import loop
@@ -85,7 +89,7 @@ def jax_step_fn(channels: int, batch: int):
     _, _, state, step = loop.build_training(config, mesh)
     pairer = loop.make_host_pairer(config, mesh)
     x = (0.5 * np.random.default_rng(0).standard_normal((batch, 32, 32, 4))).astype(np.float32)
-    paired = loop.device_batch((x, *pairer(0, x)), mesh)
+    paired = loop.device_batch(HostBatch.of(x, pairer, 0), mesh)
     pairer.close()
     holder = {'state': state}
 
@@ -137,7 +141,6 @@ def interleaved(fns: dict, repeats: int) -> dict:
 
 
 def measure(channels=64, batch=16, repeats=5, threads=0):
-    import numpy as np
     import torch
     if threads:
         torch.set_num_threads(threads)

@@ -26,6 +26,8 @@ def get_config():
         dtype='float32',               # 'bfloat16' on accelerators: convs/matmuls only (§20)
         remat=False,                   # rematerialise UNet / DiT blocks for large batches
         two_times=False,               # MeanFlow: the network also takes h = t - r (a second time embedding)
+        logvar_head=False,             # sCT: a logvar(t) head for the adaptive weighting
+        v_head=False,                  # improved MeanFlow: a second output head for the instantaneous velocity
         # kind='dit' only (lct_jax/models/dit.py); input size and channels are img_resolution and
         # in_channels above. Defaults: DiT-B/2 (configs/variants.py:apply_dit sets the presets).
         dit=ml_collections.ConfigDict(dict(
@@ -33,6 +35,7 @@ def get_config():
             num_classes=0,             # 0: unconditional (the label table holds the null class only)
             class_dropout_prob=0.1,    # the authors' default; the null class's row exists only if > 0
             learn_sigma=False,         # consistency training predicts the sample only
+            guidance_inputs=False,     # improved MeanFlow: the CFG scale and interval as network inputs
         )),
     ))
     c.consistency = ml_collections.ConfigDict(dict(
@@ -46,7 +49,7 @@ def get_config():
         diffusion_weight=5.0, diffusion_threshold=0.75,    # early-timestep diffusion loss (§8)
     ))
     c.objective = 'slct'               # slct (the paper) | ldm (the LDM-8† diffusion baseline, §16.5)
-                                       # | meanflow (MeanFlow, lct_jax/meanflow.py; configs/variants.py:apply_meanflow)
+                                       # | meanflow | sct | imf (lct_jax/objectives/; configs/variants.py)
     c.meanflow = ml_collections.ConfigDict(dict(   # objective='meanflow' only; the authors' defaults
         p_mean=-0.4, p_std=1.0,        # logit-normal (t, r), ordered t >= r
         data_proportion=0.75,          # the fraction of each batch with r = t
@@ -54,6 +57,22 @@ def get_config():
         omega=1.0, kappa=0.0,          # CFG inside the target (class-conditional only): off at 1, 0
         t_start=0.0, t_end=1.0,        # ... applied for t in [t_start, t_end]
         two_step_times=(1.0, 0.5, 0.0),  # the 2-step sampler's flow times (1-step: 1 -> 0)
+    ))
+    c.sct = ml_collections.ConfigDict(dict(      # objective='sct' only (objectives/sct.py); sCM's / FastGen's defaults
+        p_mean=-1.0, p_std=1.4,        # t = atan(sigma / sigma_data), ln sigma ~ N(p_mean, p_std^2)
+        tangent_warmup_steps=10_000, tangent_norm_c=0.1, tangent_norm='rms',
+        prior_weighting=True,          # 1 / (sigma_data tan t)
+        jvp='autodiff',                # | finite_difference (attention kernels without a JVP rule)
+        finite_difference_eps=1e-3,
+        time_scale=1000.0,             # c_noise(t) = time_scale * t
+        two_step_t=1.1,                # the 2-step sampler's intermediate time
+    ))
+    c.imf = ml_collections.ConfigDict(dict(      # objective='imf' only (objectives/imf.py); the authors' defaults
+        p_mean=-0.4, p_std=1.0, data_proportion=0.5, norm_p=1.0, norm_eps=0.01,
+        guidance=False,                # class-conditional: omega and [t_min, t_max] drawn per row, network inputs
+        cfg_beta=1.0, cfg_s_max=7.0,
+        sample_omega=1.0, sample_t_min=0.0, sample_t_max=1.0,
+        two_step_times=(1.0, 0.5, 0.0),
     ))
     c.ldm = ml_collections.ConfigDict(dict(
         num_levels=1000, c=3.45,       # uniform levels on the 1000-level Karras grid; Cauchy-form c (§16.5)
@@ -114,7 +133,7 @@ def get_config():
         ts=(0, 420, 640), grid_steps=641,   # two-step sampler (§14)
         seed=42, ema='ema_0.99993',    # 'params' = the raw weights
         sampler='consistency',         # consistency (1-step and 2-step rows) | euler | heun (EDM ODE, §16.5)
-                                       # | meanflow (1-step and 2-step average-velocity jumps)
+                                       # | meanflow | trigflow (sCT) | imf: 1-step and 2-step
         ode_steps=250,                 # euler / heun: Karras grid of this many levels + a final 0
         num_samples=50_000, batch_size=256, image_format='jpeg',  # JPEG q75 as the authors (§14)
         device_batch=32,               # --mode=sample / evaluate: rows per device per batch, so the numbers are the

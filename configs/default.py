@@ -40,7 +40,11 @@ VARIANTS = {
     'dit': 'a small DiT (4 blocks, width 128, patch 2) in place of the UNet',
     'dit_cond': 'that DiT class-conditional on the 10 digits (label dropout 0.1, grids per class)',
     'meanflow': 'MeanFlow (Geng et al. 2025) from scratch: the same UNet taking two times, 1 and 2 steps',
+    'sct': 'sCT (Lu & Song 2025) from scratch: TrigFlow, the same UNet with a logvar head, 1 and 2 steps',
+    'imf': 'improved MeanFlow (Geng et al. 2025b) from scratch: the two-time UNet with a v-head, 1 and 2 steps',
 }
+# sCT's tangent warm-up on the 2,500-step digits: 10% of the run (FastGen's 10,000 are 2.5% of ~400k)
+DIGITS_TANGENT_WARMUP = 250
 # A small DiT for the 8x8x1 digits: 16 tokens of 2x2 patches.
 DIGITS_DIT = dict(patch_size=2, hidden_size=128, depth=4, num_heads=4, mlp_ratio=4.0)
 
@@ -72,7 +76,7 @@ def get_config(variant: str = ''):
         if name in ('dit', 'dit_cond'):
             c.model.kind = 'dit'
             c.model.dit.update(DIGITS_DIT)
-            c.evaluation.method = f'{"MeanFlow" if c.objective == "meanflow" else "sLCT"}:{name}'
+            c.evaluation.method = f'{variants.METHOD_NAMES.get(c.objective, "sLCT")}:{name}'
         if name == 'dit_cond':   # class-conditional on the digits' 10 classes (label dropout 0.1)
             c.model.dit.num_classes = 10
             c.data.class_labels = True
@@ -85,11 +89,13 @@ def get_config(variant: str = ''):
             c.model.update(block_norm='group-norm', out_norm='group-norm')
             c.sampling.update(sampler='euler', ode_steps=250)
             c.evaluation.method = 'LDM-8†'
-        elif name == 'meanflow':
-            # As configs/variants.py:apply_meanflow, with the digits run's own EMAs (2,500 steps).
-            variants.apply_meanflow(c)
+        elif name in ('meanflow', 'sct', 'imf'):
+            # As configs/variants.py:apply_<name>, with the digits run's own EMAs (2,500 steps).
+            {'meanflow': variants.apply_meanflow, 'sct': variants.apply_sct, 'imf': variants.apply_imf}[name](c)
             c.ema_decays = (0.99, 0.999)
             c.sampling.ema = 'ema_0.99'
+            if name == 'sct':
+                c.sct.tangent_warmup_steps = DIGITS_TANGENT_WARMUP
         elif name != 'smoke':
             c.evaluation.method = f'sLCT:{name}'
         if name in ('ilct', 'no_ot'):

@@ -56,7 +56,7 @@ def get_config(variant: str = ''):
     c.unlock()
     c.model.update(LATENT)
     # MeanFlow keeps its one pooled scale (configs/variants.py:apply_meanflow); sLCT's is per element.
-    c.data.update(resolution=32, normalize='scalar' if c.objective == 'meanflow' else 'per_element')
+    c.data.update(resolution=32, normalize='scalar' if c.objective in ('meanflow', 'imf') else 'per_element')
     c.autoencoder.update(kind='kl', weights='', scale_factor=1.0)   # weights: <ae workdir>/vae (see above)
     c.consistency.c0 = C0_ICT_256
     c.evaluation.run_name = 'digits_latent' + (':' + variant if variant else '')

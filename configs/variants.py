@@ -115,6 +115,42 @@ def apply_meanflow(c):
                         paper_fid_2step=0.0, paper_recall_1step=0.0, paper_recall_2step=0.0)
 
 
+def apply_sct(c):
+    """sCT (Lu & Song, ICLR 2025; objectives/sct.py) trained from scratch on the same latents and
+    backbone: the network with a logvar(t) head, sCM's time draw (-1.0, 1.4), tangent normalisation
+    (c = 0.1) and warm-up, prior weighting and the adaptive weighting; plain Gaussian noise (no OT);
+    RAdam (0.9, 0.99) without weight decay as FastGen's sCM config; the data as sLCT normalises it
+    (per element, sigma_data 0.5, TrigFlow's s_d). No norm flags (GroupNorm, as the other
+    baselines); sampled in 1 step from t_max and 2 steps through t = 1.1."""
+    c.objective = 'sct'
+    c.model.logvar_head = True
+    c.model.update(block_norm='group-norm', out_norm='group-norm')
+    c.coupling.method = 'none'
+    c.optimizer.update(kind='radam', b1=0.9, b2=0.99, weight_decay=0.0)
+    c.sampling.sampler = 'trigflow'
+    backbone = c.evaluation.method.partition(':')[2] if c.model.kind == 'dit' else ''
+    c.evaluation.update(method='sCT' + (f':{backbone}' if backbone else ''), paper_fid_1step=0.0,
+                        paper_fid_2step=0.0, paper_recall_1step=0.0, paper_recall_2step=0.0)
+
+
+def apply_imf(c):
+    """Improved MeanFlow (arXiv 2512.02012; objectives/imf.py) from scratch on the same latents and
+    backbone: MeanFlow's recipe (apply_meanflow: two times, GroupNorm, no OT, AdamW (0.9, 0.95),
+    one pooled scale to std 1, EMA 0.9999) plus the v-head, iMF's 50% of rows at r = t and its
+    v-loss with the network's own velocity as the JVP tangent. Guidance (class-conditional) is
+    turned on by the ImageNet recipe (configs/imagenet256.py:imf_b2)."""
+    apply_meanflow(c)
+    c.objective = 'imf'
+    c.model.v_head = True
+    c.sampling.sampler = 'imf'
+    backbone = c.evaluation.method.partition(':')[2] if c.model.kind == 'dit' else ''
+    c.evaluation.update(method='iMF' + (f':{backbone}' if backbone else ''))
+
+
+# the results table's method name of each objective's runs (configs/*:evaluation.method)
+METHOD_NAMES = {'slct': 'sLCT', 'ldm': 'LDM-8†', 'meanflow': 'MeanFlow', 'sct': 'sCT', 'imf': 'iMF'}
+
+
 def apply_smoke(c):
     """A few steps on a CPU: the same method settings, a tiny UNet on the packaged digits."""
     c.batch_size = 16
@@ -145,7 +181,7 @@ def apply_dit(c, name):
     from lct_jax.models.dit import preset
     c.model.kind = 'dit'
     c.model.dit.update(preset(DIT_VARIANTS[name]))
-    objective = 'MeanFlow' if c.objective == 'meanflow' else 'sLCT'
+    objective = METHOD_NAMES.get(c.objective, 'sLCT')
     c.evaluation.update(method=f'{objective}:{name}', paper_fid_1step=0.0, paper_fid_2step=0.0,
                         paper_recall_1step=0.0, paper_recall_2step=0.0)
 
@@ -164,6 +200,8 @@ PAPER_VARIANTS = {
     **{name: f'post-paper: a DiT-{size} backbone in place of the UNet'
        for name, size in DIT_VARIANTS.items()},
     'meanflow': 'MeanFlow (Geng et al. 2025) from scratch on the same latents and network, 1 and 2 steps',
+    'sct': 'sCT (Lu & Song, ICLR 2025): continuous-time consistency training in TrigFlow, 1 and 2 steps',
+    'imf': 'improved MeanFlow (Geng et al. 2025b): v-head, own-velocity JVP tangent, v-loss; 1 and 2 steps',
 }
 
 
@@ -188,6 +226,10 @@ def apply_variants(c, arg, ilct_numbers):
             apply_ldm(c)
         elif name == 'meanflow':
             apply_meanflow(c)
+        elif name == 'sct':
+            apply_sct(c)
+        elif name == 'imf':
+            apply_imf(c)
         elif name in DIT_VARIANTS:
             apply_dit(c, name)
         elif name in ABLATIONS:

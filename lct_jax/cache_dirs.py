@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from lct_jax import writer
+
 
 def xdg_cache_home() -> str:
     return os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
@@ -44,10 +46,7 @@ def write_arrays(path: str, arrays: dict) -> None:
     """Store a cache entry through a temporary file and a rename; a cache that cannot be written
     costs the time, not the caller's work."""
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f'{path}.{os.getpid()}.tmp.npz'
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        writer.write_npz(path, **arrays)
     except OSError as e:
         print(f'not cached ({e}): {path}', flush=True)
 

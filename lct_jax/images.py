@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from lct_jax import writer
 
 
 def grid(images: np.ndarray, cols: int | None = None, pad: int = 2, upscale: int = 1) -> np.ndarray:
@@ -24,12 +25,11 @@ def grid(images: np.ndarray, cols: int | None = None, pad: int = 2, upscale: int
 
 def save_image(path: str, image: np.ndarray, quality: int = 75) -> None:
     """Save a uint8 HWC image; JPEG uses PIL's quality (75 = PIL's default, the authors')."""
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
     if path.lower().endswith(('.jpg', '.jpeg')):
-        img.save(path, quality=quality)
+        writer.save_pil_image(img, path, quality=quality)
     else:
-        img.save(path)
+        writer.save_pil_image(img, path)
 
 
 def save_grid(path: str, images: np.ndarray, min_size: int = 512) -> None:

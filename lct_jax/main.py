@@ -10,10 +10,10 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from lct_jax import command_line
+from lct_jax import command_line, modes
 from lct_jax.cache_dirs import cache_root
 
-MODES = ('train', 'encode', 'sample', 'evaluate', 'analyze', 'train_autoencoder', 'variants')
+MODES = modes.MODES + ('variants',)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:variant]).',
@@ -96,59 +96,43 @@ def checkpoint_arg(checkpoint: str, checkpoints: str, mode: str) -> str:
 
 
 def _expected_errors():
+    """Bad input and refused starts: one line, exit 2. Imported here, with the library: --help and
+    --mode=variants run without JAX."""
     from lct_jax.data.tfrecord import CorruptRecordError
     from lct_jax.models.convert import WeightsError
     from lct_jax.train.checkpoints import CheckpointError
     from lct_jax.train.loop import NonFiniteError
     from lct_jax.workdir.lock import WorkdirLockedError
     from lct_jax.workdir.session import StartRefusedError
-    return (ValueError, KeyError, FileNotFoundError, CorruptRecordError, WeightsError, CheckpointError,
-            NonFiniteError, WorkdirLockedError, StartRefusedError)
+    return (ValueError, KeyError, FileNotFoundError, NotADirectoryError, IsADirectoryError, CorruptRecordError,
+            WeightsError, CheckpointError, NonFiniteError, WorkdirLockedError, StartRefusedError)
 
 
 def run(config, workdir, mode, checkpoint='', allow_config_change=False, overrides=None,
         lock_stale_seconds=120.0):
-    """One mode on one work directory. train and encode write it: they hold its lock, and train
-    keeps its record (lct_jax/workdir); sample, evaluate and analyze only read it, take no lock,
-    and sample/evaluate start from the run's recorded config (`overrides` on top)."""
+    """One mode on one work directory (lct_jax/modes). The config is checked first, before the work
+    directory is made: a value out of range or a sampler the objective cannot use is one line and
+    nothing written. train and encode write the directory: they hold its lock, and train keeps its
+    record (lct_jax/workdir); sample, evaluate and analyze only read it, take no lock, and start
+    from the run's recorded config (`overrides` on top)."""
+    import importlib
+
     import jax
-    from lct_jax.workdir.session import WriterSession
-    os.makedirs(workdir, exist_ok=True)
+
+    from lct_jax import builders
+    from lct_jax.names import check_workdir, prepare_workdir
+    if mode not in modes.MODES:
+        raise ValueError(f'--mode={mode!r}; valid: {MODES}')
+    builders.check_config(config, device_count=jax.device_count())
+    prepare_workdir(workdir)
+    # a default latent folder is written when encoded (train, encode): it must stay inside too
+    check_workdir(workdir, ('latents',) if not config.data.latent_dir and mode in ('train', 'encode') else ())
     if jax.process_index() == 0:
         print(f'lct_jax {mode}: {jax.process_count()} process(es), {jax.device_count()} '
               f'{jax.default_backend()} device(s), workdir {workdir}', flush=True)
-    if mode == 'train':
-        from lct_jax.train.loop import finished_step, train
-        done = finished_step(config, workdir)
-        if done is not None:  # nothing to do: write nothing
-            if jax.process_index() == 0:
-                print(f'{workdir}: already at step {done} of {config.total_steps}: nothing to train; '
-                      f'to continue, raise --config.total_steps (with {"--allow_config_change"}, '
-                      'which records the change in run.json)', flush=True)
-            return
-        with WriterSession(workdir, config, allow_config_change, lock_stale_seconds) as session:
-            metrics = train(config, workdir, on_start=session.on_start)
-            final = metrics.get('final_step')
-            session.finish(final, 'finished' if final == config.total_steps else 'stopped by signal')
-        if jax.process_index() == 0:
-            loss = f', loss {float(metrics["loss"]):.4g}' if 'loss' in metrics else ''
-            print(f'done: step {final}{loss}, compiled train step {metrics.get("trace_count")} time(s)',
-                  flush=True)
-    elif mode == 'encode':
-        from lct_jax.cli import encode
-        with WriterSession(workdir, None, stale_after_s=lock_stale_seconds):
-            encode(config, workdir)
-    elif mode in ('sample', 'evaluate'):
-        from lct_jax import cli
-        config = cli.config_of_run(config, workdir, overrides or {})
-        (cli.sample if mode == 'sample' else cli.evaluate)(config, workdir, checkpoint)
-    elif mode == 'analyze':
-        from lct_jax.cli import analyze
-        analyze(config, workdir)
-    elif mode == 'train_autoencoder':  # lct_jax/autoencoder_training.py (e.g. configs/digits_latent.py)
-        from lct_jax.autoencoder_training import train_autoencoder
-        with WriterSession(workdir, None, stale_after_s=lock_stale_seconds):
-            train_autoencoder(config, workdir)
+    flags_ = modes.RunFlags(checkpoint, allow_config_change, dict(overrides or {}), lock_stale_seconds)
+    # the mode's module, imported by name (the only dispatch: lct_jax/modes/__init__.py lists them)
+    importlib.import_module(f'lct_jax.modes.{mode}').run(config, workdir, flags_)
 
 
 def parse_flags(argv):

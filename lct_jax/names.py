@@ -40,3 +40,47 @@ def join_inside(root: str, *components: str, what: str = 'name') -> str:
     if os.path.commonpath([real_root, real]) != real_root:  # a symlink inside root pointing out
         raise UnsafeNameError(f'{what}: {path} resolves to {real}, outside {real_root}')
     return path
+
+
+def is_inside(root: str, path: str) -> bool:
+    """Does `path`, every symlink resolved, lie in `root` (also resolved)?"""
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
+
+
+def confine(root: str, path: str, what: str) -> str:
+    """`path` (absolute, or relative to `root`) if it resolves inside `root`; else UnsafeNameError.
+
+    The one rule for a path built from a value read from a file (a recorded setting, a name in a
+    checkpoint or a study file): it may not lead outside the root the user gave, by `..`, by an
+    absolute path or through a symlink (docs/untrusted_files.md)."""
+    full = path if os.path.isabs(path) else os.path.join(root, path)
+    if not is_inside(root, full):
+        raise UnsafeNameError(f'{what}: {path} resolves to {os.path.realpath(full)}, outside {os.path.realpath(root)} '
+                              '(a path read from a file may not lead outside the directory it came with)')
+    return full
+
+
+# The folders of a work directory that commands write into (Orbax, TensorBoard and our writer).
+WRITE_DIRS = ('checkpoints', 'tensorboard', 'samples', 'analysis', 'study_logs', 'ae_checkpoints', 'vae')
+
+
+def check_workdir(workdir: str, extra: tuple = ()) -> None:
+    """Refuse a work directory whose folders we write into (WRITE_DIRS, and `extra`) lead outside it
+    through a symlink: a run received from someone else must not redirect our writes."""
+    for name in WRITE_DIRS + tuple(extra):
+        path = os.path.join(workdir, name)
+        if os.path.lexists(path):
+            confine(workdir, path, f'{name}/ of the work directory {workdir}')
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Make the work directory (and its parents); a clear error if the name is taken by a file."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise NotADirectoryError(f'--workdir={workdir} is a file, not a directory: name a directory '
+                                 '(it is made if absent)')
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:  # a parent is a file
+        raise NotADirectoryError(f'--workdir={workdir} cannot be made: {e.strerror}: {e.filename}') from None
+    return workdir

@@ -12,10 +12,10 @@ gloo).
 """
 from __future__ import annotations
 
-import numpy as np
-
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = 'data'
 
@@ -61,7 +61,9 @@ def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
     """
     if jax.process_count() == 1:
         return
-    from jax._src import distributed  # the coordination service's client: JAX has no public barrier
+    from jax._src import (
+        distributed,  # the coordination service's client: JAX has no public barrier
+    )
     client = distributed.global_state.client
     if client is None:
         raise RuntimeError(f'barrier {name!r}: {jax.process_count()} processes but no jax.distributed client')

@@ -8,10 +8,11 @@ they read savez_compressed's. The file appears under its name only when complete
 """
 from __future__ import annotations
 
-import os
 import zipfile
 
 import numpy as np
+
+from lct_jax import writer
 
 
 class StreamedNpz:
@@ -19,9 +20,9 @@ class StreamedNpz:
 
     def __init__(self, path: str, name: str, shape: tuple, dtype):
         self.path, self.shape, self.dtype = path, tuple(int(n) for n in shape), np.dtype(dtype)
-        self.tmp = f'{path}.{os.getpid()}.partial'
+        self.out = writer.AtomicFile(path, 'wb')
         self.rows = 0
-        self.zip = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.zip = zipfile.ZipFile(self.out.file, 'w', compression=zipfile.ZIP_DEFLATED, allowZip64=True)
         self.member = self.zip.open(f'{name}.npy', 'w', force_zip64=True)
         np.lib.format.write_array_header_2_0(self.member, {
             'descr': np.lib.format.dtype_to_descr(self.dtype), 'fortran_order': False, 'shape': self.shape})
@@ -37,7 +38,6 @@ class StreamedNpz:
         self.member.close()
         self.zip.close()
         if self.rows != self.shape[0]:
-            os.remove(self.tmp)
+            self.out.abort()
             raise ValueError(f'{self.path}: {self.rows} rows written of {self.shape[0]}; nothing kept')
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self.out.commit()

@@ -36,6 +36,24 @@ class UnreadableFileError(ValueError):
     """A file is damaged, or is not the kind of file it should be: names it and what was expected."""
 
 
+class MissingDependencyError(ValueError):
+    """Reading a file needs an optional package that is not installed: names the file and the command."""
+
+
+TORCH_INSTALL = "pip install torch --index-url https://download.pytorch.org/whl/cpu  (or pip install -e '.[test]')"
+
+
+def import_torch(path: str, what: str):
+    """torch, or one MissingDependencyError naming `path` and how to install it (torch is needed only
+    to read PyTorch files: an authors' .pt checkpoint, .pth / .bin weights)."""
+    try:
+        import torch
+    except ImportError:
+        raise MissingDependencyError(f'{path}: reading {what} (a PyTorch file) needs PyTorch, which is not '
+                                     f'installed: {TORCH_INSTALL}') from None
+    return torch
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return f'{type(e).__name__}: {text.splitlines()[0] if text else ""}'.rstrip(': ')
@@ -169,10 +187,9 @@ SAFE_TORCH_GLOBALS = tuple(_safe_torch_globals())
 def torch_load(path: str, what: str = 'a PyTorch file'):
     """`torch.load` that runs no code from the file: weights_only=True, the globals above only."""
     import pickle
-
-    import torch
     if not os.path.exists(path):
         raise FileNotFoundError(f'{what} not found: {path}')
+    torch = import_torch(path, what)
     try:
         with torch.serialization.safe_globals(list(SAFE_TORCH_GLOBALS)):
             return torch.load(path, map_location='cpu', weights_only=True)

@@ -21,6 +21,10 @@ import os
 import re
 import urllib.request
 
+from lct_jax import writer
+from lct_jax.cache_dirs import xdg_cache_home
+from lct_jax.untrusted import read_json
+
 # pytorch-fid's FID InceptionV3 (pytorch_fid.inception.FID_WEIGHTS_URL) and
 # torchvision's VGG16 (torchvision.models.VGG16_Weights.IMAGENET1K_V1).
 FID_INCEPTION_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/'
@@ -60,7 +64,6 @@ class DiffusersWeights:
 def _read_config(path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
-    from lct_jax.untrusted import read_json
     return read_json(path, "a diffusers model's config.json", expect=dict)
 
 
@@ -143,27 +146,20 @@ def resolve_diffusers(spec: str, what: str = 'autoencoder.weights') -> Diffusers
 
 def torch_hub_checkpoints_dir() -> str:
     """Where torch.hub (so pytorch-fid and torchvision) caches downloaded weights."""
-    from lct_jax.cache_dirs import xdg_cache_home
     torch_home = os.environ.get('TORCH_HOME') or os.path.join(xdg_cache_home(), 'torch')
     return os.path.join(os.path.expanduser(torch_home), 'hub', 'checkpoints')
 
 
 def _download(url: str, dest: str, hash_prefix: str | None) -> None:
     """Stream `url` to `dest` through a temporary file; keep it only if its sha256 starts as named."""
-    tmp = f'{dest}.partial.{os.getpid()}'
     digest = hashlib.sha256()
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, 'wb') as f:
-            for chunk in iter(lambda: response.read(1 << 20), b''):
-                digest.update(chunk)
-                f.write(chunk)
+    with urllib.request.urlopen(url, timeout=60) as response, writer.atomic_file(dest, 'wb') as f:
+        for chunk in iter(lambda: response.read(1 << 20), b''):
+            digest.update(chunk)
+            f.write(chunk)
         if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
             raise ValueError(f'{url}: sha256 {digest.hexdigest()[:16]}... does not start with {hash_prefix} '
                              f'as its name says; the download is corrupt (nothing was kept)')
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def resolve_file(spec: str, what: str, cache_dir: str | None = None) -> str:

@@ -17,10 +17,11 @@ def main(argv):
     from lct_jax import parallel
     if args.get('processes', 1) > 1:
         parallel.initialize_distributed(args['coordinator'], args['processes'], args['id'])
+    from lct_jax.builders import build_evaluator
     from tests.test_sharded_evaluation import config_for, load_flat_params
-    from lct_jax.evaluation.evaluator import Evaluator
     config = config_for(args['latents'])
-    rows = Evaluator(config, args['workdir'], show_progress=False).rows(load_flat_params(args['params']), 'worker')
+    rows = build_evaluator(config, args['workdir'], show_progress=False).rows(load_flat_params(args['params']), 'worker',
+                                                                              config.sampling.num_samples)
     if jax.process_index() == 0:
         with open(args['out'], 'w') as f:
             json.dump({'rows': rows, 'devices': jax.device_count(), 'processes': jax.process_count()}, f)

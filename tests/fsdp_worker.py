@@ -14,6 +14,7 @@ import numpy as np
 
 from configs import default
 from lct_jax import parallel
+from lct_jax.data.pipeline import HostBatch
 from lct_jax.train import checkpoints, loop
 
 
@@ -51,8 +52,8 @@ def equivalence():
         out[f'{name}_sharded_leaves'] = sum(not leaf.sharding.is_fully_replicated
                                             for leaf in jax.tree_util.tree_leaves(state))
         out['leaves'] = len(jax.tree_util.tree_leaves(state))
-        first = loop.device_batch((batches[0], *pairer(0, batches[0])), mesh)
-        compiled = step.update.lower(state, *first).compile()
+        first = loop.device_batch(HostBatch.of(batches[0], pairer, 0), mesh)
+        compiled = step.update.lower(state, first).compile()
         mem = compiled.memory_analysis()
         out[f'{name}_xla_argument_bytes'] = mem.argument_size_in_bytes
         out[f'{name}_xla_output_bytes'] = mem.output_size_in_bytes
@@ -61,7 +62,7 @@ def equivalence():
                                       for op in ('all-gather', 'reduce-scatter', 'all-reduce')}
         losses = []
         for i, x in enumerate(batches):
-            state, m = step(state, loop.device_batch((x, *pairer(i, x)), mesh))
+            state, m = step(state, loop.device_batch(HostBatch.of(x, pairer, i), mesh))
             losses.append(float(m['loss']))
         pairer.close()
         out[f'{name}_losses'] = losses
@@ -86,7 +87,7 @@ def save(workdir, steps=2):
     rng = np.random.default_rng(1)
     for i in range(steps):
         x = (0.5 * rng.standard_normal((16, 8, 8, 1))).astype(np.float32)
-        state, m = step(state, loop.device_batch((x, *pairer(i, x)), mesh))
+        state, m = step(state, loop.device_batch(HostBatch.of(x, pairer, i), mesh))
     pairer.close()
     manager = checkpoints.make_manager(workdir)
     checkpoints.save(manager, steps, state)

@@ -43,6 +43,7 @@ def test_smoke_run_has_every_part_and_each_succeeded(tmp_path):
     assert p['dit_fsdp']['dit_b2_fsdp']['loss_finite']
     mf = [v for v in p['meanflow_step']['variants'].values() if 'time_ratio' in v]
     assert mf and all(v['time_ratio'] > 0 and v['meanflow']['loss_finite'] for v in mf)
+    assert all(v[f'{o}_time_ratio'] > 0 and v[o]['loss_finite'] for v in mf for o in ('sct', 'imf'))
     md = open(out / 'cpu_smoke.md').read()
     assert all(f'. {name} | ok |' in md for name in accelerator.PARTS), md
     # nothing written into the committed results folder

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lct_jax import autoencoder_training as aet
 from lct_jax.models.autoencoder import AutoencoderKL
+from lct_jax.train import autoencoder as aet
 
 
 def tiny_config(workdir, *variants):
@@ -61,9 +61,9 @@ def test_export_is_read_back_exactly_by_the_kl_codec(tmp_path):
 
 @pytest.mark.slow
 def test_latent_pipeline_trains_resumes_encodes_and_analyzes(tmp_path, capsys):
-    from lct_jax import cli
     from lct_jax.data.latents import LatentDataset
     from lct_jax.evaluation.analysis import analyze_dataset
+    from lct_jax.modes import encode as encode_mode
     wd = str(tmp_path)
     c = tiny_config(wd)
     first = aet.train_autoencoder(c, wd)
@@ -76,7 +76,7 @@ def test_latent_pipeline_trains_resumes_encodes_and_analyzes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'resuming from step 4' in out and 'autoencoder step' not in out
     assert again['mse_uint8'] == first['mse_uint8']
-    cli.encode(c, wd)                            # through the ordinary 'kl' codec, from the export
+    encode_mode.encode(c, wd)                            # through the ordinary 'kl' codec, from the export
     ds = LatentDataset(c.data.latent_dir)
     assert len(ds) == 1797 and tuple(ds.manifest['shape']) == (8, 8, 4)
     summary = analyze_dataset(c, wd)
@@ -95,8 +95,9 @@ def test_digits_latent_variants():
 
 
 def test_rescaled_c_schedule_keeps_the_papers_ratio_to_c0():
-    from lct_jax.objective import Objective
-    from lct_jax.schedules import robust_c
+    from lct_jax.objectives.slct import robust_c
+
+    from lct_jax.objectives.slct import SLCT as Objective
     paper = Objective(total_steps=10, c_schedule='scaling')
     d256 = Objective(total_steps=10, c_schedule='scaling_rescaled', c0=0.00054 * 16)
     same = Objective(total_steps=10, c_schedule='scaling_rescaled')   # c0 = 0.03456: the paper's c(N)

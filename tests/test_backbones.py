@@ -59,7 +59,8 @@ def test_main_trains_samples_and_evaluates_a_dit(tmp_path):
     """python -m lct_jax.main --config configs/default.py:dit,smoke trains a DiT on the digits (20 steps,
     2 devices, checkpoints and grids); then --mode=sample and --mode=evaluate (their functions, in-process,
     as in tests/test_train.py) read its checkpoint, unchanged code for either backbone."""
-    from lct_jax import cli
+    from lct_jax.modes import evaluate as evaluate_mode
+    from lct_jax.modes import sample as sample_mode
     w = str(tmp_path / 'dit')
     runs.run(runs.command(w, config='configs/default.py:dit,smoke', devices=2), str(tmp_path / 'train.log'))
     log = open(tmp_path / 'train.log').read()
@@ -72,9 +73,9 @@ def test_main_trains_samples_and_evaluates_a_dit(tmp_path):
     config = default.get_config('dit,smoke')
     with config.unlocked():
         config.sampling.update(num_samples=24, batch_size=24)
-    cli.sample(config, w)
+    sample_mode.sample(config, w)
     assert len(glob.glob(os.path.join(w, 'samples', 'step_20_ema_0.99_2step', '*.png'))) == 24
-    rows = cli.evaluate(config, w)
+    rows = evaluate_mode.evaluate(config, w)
     assert [(r['sampler'], r['method']) for r in rows] == [('1-step', 'sLCT:dit'), ('2-step', 'sLCT:dit')]
     assert all(r['fid'] == r['fid'] for r in rows)   # finite numbers, not NaN
 

@@ -11,11 +11,14 @@ import pytest
 from PIL import Image
 
 from configs import default, imagenet256
-from lct_jax import builders, parallel, sampling
+from lct_jax import builders, parallel
 from lct_jax.data import latents, sources, tfrecord
 from lct_jax.data.encode import encode_dataset
-from lct_jax.data.pipeline import InputPipeline, Normalizer, batch_indices
+from lct_jax.data.pipeline import HostBatch, InputPipeline, Normalizer, batch_indices
 from lct_jax.models.autoencoder import identity_codec
+from lct_jax.objectives.base import Batch
+from lct_jax.sampling import consistency as consistency_sampling
+from lct_jax.sampling import spec as sampler_spec
 from lct_jax.train import loop
 from tests import runs
 
@@ -67,7 +70,7 @@ def test_encode_stores_the_labels_and_the_pipeline_yields_them(tmp_path):
     normalizer = Normalizer.from_dir(d, mode='scalar')
     pipe = InputPipeline(ds, normalizer, 16, seed=0, rows=slice(0, 16), labels=True)
     try:
-        xb, yb = next(pipe)
+        xb, _, _, yb = next(pipe)
         np.testing.assert_array_equal(yb, want[batch_indices(0, 16, len(ds), 0)])
         assert xb.shape == (16, 8, 8, 1)
     finally:
@@ -108,33 +111,33 @@ def test_labels_reach_the_network_in_the_step_with_dropout():
                                    state.params)
     state = state.replace(params=jax.device_put(noisy, jax.tree_util.tree_map(lambda a: a.sharding, state.params)))
     state_copy = jax.tree_util.tree_map(jnp.copy, state)
-    _, m1 = step(state, loop.device_batch((x, z, ratio, np.arange(16, dtype=np.int32) % 10), mesh))
-    _, m2 = step(state_copy, loop.device_batch((x, z, ratio, np.full(16, 3, np.int32)), mesh))
+    _, m1 = step(state, loop.device_batch(HostBatch(x, z, ratio, np.arange(16, dtype=np.int32) % 10), mesh))
+    _, m2 = step(state_copy, loop.device_batch(HostBatch(x, z, ratio, np.full(16, 3, np.int32)), mesh))
     assert float(m1['loss']) != float(m2['loss'])
     assert step.trace_count() == 1
-    lowered = step.lower(jax.eval_shape(lambda: state_copy),
-                         jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=parallel.batch_sharding(mesh)),
-                         jax.ShapeDtypeStruct((16,), jnp.int32, sharding=parallel.batch_sharding(mesh)))
+    lowered = step.lower(jax.eval_shape(lambda: state_copy), Batch(
+        jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=parallel.batch_sharding(mesh)), None, None,
+        jax.ShapeDtypeStruct((16,), jnp.int32, sharding=parallel.batch_sharding(mesh))))
     assert 'update' in lowered
 
 
 def test_samplers_draw_per_class():
-    assert np.array_equal(sampling.class_indices(3, 4, 10), [3, 13, 23, 33])
-    assert np.array_equal(np.asarray(sampling.class_of(np.arange(12), 10)), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    assert np.array_equal(sampler_spec.class_indices(3, 4, 10), [3, 13, 23, 33])
+    assert np.array_equal(np.asarray(sampler_spec.class_of(np.arange(12), 10)), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
     from lct_jax.models.dit import DiT
     model = DiT(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10)
     params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))['params']
     # give the label table and adaLN weight so the class matters
     params = jax.tree_util.tree_map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(1), p.shape), params)
-    from lct_jax.objective import Objective
+    from lct_jax.objectives.slct import SLCT as Objective
     obj = Objective(total_steps=10)
-    conditional = sampling.make_sampler(model.apply, obj, (8, 8, 1), (80.0,), seed=0, num_classes=10)
-    unconditional = sampling.make_sampler(model.apply, obj, (8, 8, 1), (80.0,), seed=0)
+    conditional = consistency_sampling.make_sampler(model.apply, obj, (8, 8, 1), (80.0,), seed=0, num_classes=10)
+    unconditional = consistency_sampling.make_sampler(model.apply, obj, (8, 8, 1), (80.0,), seed=0)
     idx = jnp.arange(20)
     a, b = np.asarray(conditional(params, idx)), np.asarray(unconditional(params, idx))
     assert np.abs(a - b).max() > 1e-4          # labels given: not the null class
     # sample i of class i % 10, whatever batch it is drawn in
-    np.testing.assert_allclose(np.asarray(conditional(params, jnp.asarray(sampling.class_indices(3, 2, 10)))),
+    np.testing.assert_allclose(np.asarray(conditional(params, jnp.asarray(sampler_spec.class_indices(3, 2, 10)))),
                                a[[3, 13]], rtol=1e-5, atol=1e-6)
 
 
@@ -156,7 +159,7 @@ def test_imagenet_config_is_the_post_paper_dit_recipe():
 def test_a_class_conditional_digits_run_draws_grids_per_class(tmp_path):
     """main trains configs/default.py:dit_cond,smoke on the digits' 10 classes, with grids per class;
     --mode=sample writes per-class grids too."""
-    from lct_jax import cli
+    from lct_jax.modes import sample as sample_mode
     w = str(tmp_path / 'cond')
     runs.run(runs.command(w, config='configs/default.py:dit_cond,smoke', devices=2), str(tmp_path / 'train.log'))
     log = open(tmp_path / 'train.log').read()
@@ -168,5 +171,5 @@ def test_a_class_conditional_digits_run_draws_grids_per_class(tmp_path):
     config = default.get_config('dit_cond,smoke')
     with config.unlocked():
         config.sampling.update(num_samples=20, batch_size=20)
-    cli.sample(config, w)
+    sample_mode.sample(config, w)
     assert len(glob.glob(os.path.join(w, 'samples', '*_2step_class*_grid.png'))) == 10

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from lct_jax import coupling, parallel
+from lct_jax import parallel
+from lct_jax.data import coupling
 
 
 def _cost_matrix(x, z):

@@ -90,7 +90,8 @@ def test_label_dropout_only_in_training_and_same_key_same_mask():
 
 def test_the_consistency_function_calls_it_like_the_unet():
     """objective.consistency_fn's call: apply_fn({'params': p}, x, noise_labels, train=, rngs=)."""
-    from lct_jax.objective import Objective, consistency_fn
+    from lct_jax.objectives.edm import consistency_fn
+    from lct_jax.objectives.slct import SLCT as Objective
     _, model, params = _pair(TINY_P2, num_classes=0)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
     out = consistency_fn(model.apply, params, x, jnp.array([0.5, 10.0]), Objective(total_steps=10), train=True,

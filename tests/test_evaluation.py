@@ -5,10 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lct_jax import parallel, sampling
+from lct_jax import parallel
 from lct_jax.evaluation import fid, precision_recall
 from lct_jax.models.convert import WeightsError, inception_params_from_torch
 from lct_jax.models.inception import InceptionV3
+from lct_jax.sampling import consistency as consistency_sampling
 
 torch = pytest.importorskip('torch')
 pytest.importorskip('pytorch_fid')
@@ -60,24 +61,24 @@ def test_precision_recall_limits_and_a_small_case():
 
 def test_same_seed_same_images_on_one_and_four_devices():
     from lct_jax.models.unet import UNet
-    from lct_jax.objective import Objective
+    from lct_jax.objectives.slct import SLCT as Objective
     model = UNet(img_resolution=8, in_channels=1, out_channels=1, model_channels=32, channel_mult=(1, 2),
                  num_blocks=1, attn_resolutions=(4,))
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))['params']
     params = jax.tree_util.tree_map(lambda p: p + 0.05, params)
     obj = Objective(total_steps=10)
-    sig = sampling.step_sigmas((0, 420, 640), 641, obj)
+    sig = consistency_sampling.step_sigmas((0, 420, 640), 641, obj)
     assert sig[1] == pytest.approx(0.5286, rel=1e-3)
     outs = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = parallel.make_mesh(devices)
-        f = sampling.make_sampler(model.apply, obj, (8, 8, 1), sig, 42, mesh)
+        f = consistency_sampling.make_sampler(model.apply, obj, (8, 8, 1), sig, 42, mesh)
         outs.append(np.asarray(f(parallel.replicate(params, mesh), parallel.shard_host_array(np.arange(8), mesh))))
     # XLA's CPU kernels may round differently for other per-device shapes (1 ulp); the images agree.
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     from lct_jax.models.autoencoder import to_uint8
     np.testing.assert_array_equal(to_uint8(outs[0] * 0.5), to_uint8(outs[1] * 0.5))
     # and a sample does not depend on the batch it is drawn in
-    f = sampling.make_sampler(model.apply, obj, (8, 8, 1), sig, 42)
+    f = consistency_sampling.make_sampler(model.apply, obj, (8, 8, 1), sig, 42)
     np.testing.assert_allclose(np.asarray(f(params, np.arange(3, 5))), outs[0][3:5],
                                rtol=1e-5, atol=1e-6)

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.faults
 @pytest.mark.parametrize('flag, message', [
     ('--config.batch_sise=16', 'batch_sise'),
     ('--config.batch_size=sixteen', 'batch_size'),
-    ('--config.batch_size=18', 'batch_size=18 must be divisible by the device count 4'),
+    ('--config.batch_size=18', 'batch_size=18 must be divisible by the 4 devices'),
     ('--config.model.img_resolution=9', 'img_resolution=9 must be divisible by'),
-    ('--config.consistency.loss_norm=cauchi', "loss_norm 'cauchi'"),
-    ('--config.coupling.method=hungarian', "coupling method 'hungarian'"),
+    ('--config.consistency.loss_norm=cauchi', "consistency.loss_norm='cauchi' is out of range"),
+    ('--config.coupling.method=hungarian', "coupling.method='hungarian' is out of range"),
 ])
 def test_bad_config_is_a_short_error_before_compiling(tmp_path, flag, message):
     t0 = time.time()

@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from configs import default
-from lct_jax import coupling, hlo, parallel
+from lct_jax import hlo, parallel
 from lct_jax.data import latents, tfrecord
 from lct_jax.data.host_pairing import HostPairer
+from lct_jax.data.pipeline import HostBatch
+from lct_jax.objectives.base import Batch
 from lct_jax.step_rng import step_noise
 from lct_jax.train import loop
 
@@ -92,7 +94,7 @@ def test_host_paired_steps_equal_device_paired_steps():
         pairer = loop.make_host_pairer(config, mesh)
         for k in range(3):
             x = _x(seed=k)
-            local = x if pairer is None else (x, *pairer(int(state.step), x))
+            local = HostBatch.of(x, pairer, int(state.step))
             state, m = step(state, loop.device_batch(local, mesh))
         if pairer is not None:
             pairer.close()
@@ -108,7 +110,7 @@ def test_default_placement_leaves_no_data_dependent_loop_on_the_device():
     for placement in ('host', 'device'):
         _, _, state, step = loop.build_training(_config(**{'coupling.placement': placement}), mesh)
         counts[placement] = sum(hlo.count_data_dependent_while_loops(p.compile())
-                                for p in step.lower(state, batch).values())
+                                for p in step.lower(state, Batch(batch, None, None)).values())
     assert counts['host'] == 0
     assert counts['device'] > 0  # the Hungarian's loops: the counter does see them
 

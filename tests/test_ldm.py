@@ -8,10 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lct_jax import losses, parallel, sampling, schedules
-from lct_jax.diffusion_objective import DiffusionObjective, ldm_loss
+from lct_jax import parallel, sampling
 from lct_jax.models.unet import UNet
-from lct_jax.objective import Objective, consistency_fn
+from lct_jax.objectives import edm, ldm
+from lct_jax.objectives.base import Batch
+from lct_jax.objectives.ldm import DiffusionObjective
+from lct_jax.objectives.slct import SLCT as Objective
+from lct_jax.sampling import consistency as consistency_sampling
+from lct_jax.sampling import ode as ode_sampling
 from tests import jaxprs, runs
 from tests.random_params import perturbed_params
 
@@ -38,8 +42,8 @@ def test_edm_diffusion_loss_equals_the_spec_formula_and_is_stable():
     # residuals from 1e-3 to 3 per element: m from 1e-6 to 9, the range a diffusion loss sees
     scale = np.exp(rng.uniform(np.log(1e-3), np.log(3.0), (64, 1, 1, 1))).astype(np.float32)
     denoised = x + scale * rng.standard_normal(x.shape).astype(np.float32)
-    sigma = schedules.karras_sigma(rng.integers(0, 1000, 64), 1000)
-    got = np.asarray(losses.edm_diffusion_loss(jnp.asarray(denoised), jnp.asarray(x), sigma, 3.45, 0.5))
+    sigma = edm.karras_sigma(rng.integers(0, 1000, 64), 1000)
+    got = np.asarray(ldm.edm_diffusion_loss(jnp.asarray(denoised), jnp.asarray(x), sigma, 3.45, 0.5))
     want = _spec_loss_float64(denoised, x, sigma, 3.45, 0.5)
     assert got.shape == (64,)
     rel = np.abs(got - want) / want
@@ -50,7 +54,7 @@ def test_edm_diffusion_loss_equals_the_spec_formula_and_is_stable():
     naive = (jnp.log(0.5 * m + c**2) - 2 * jnp.log(c)) * (1 / sigma**2 + 4.0)
     assert (np.abs(np.asarray(naive) - want) / want).max() > 100 * rel.max()
     # a small case by hand: m = 0.01 everywhere, sigma = 1: (1 + 4) * ln(1 + 0.01 / (2 * 3.45^2))
-    one = losses.edm_diffusion_loss(jnp.full((1, 2, 2, 1), 0.1), jnp.zeros((1, 2, 2, 1)), jnp.ones(1), 3.45, 0.5)
+    one = ldm.edm_diffusion_loss(jnp.full((1, 2, 2, 1), 0.1), jnp.zeros((1, 2, 2, 1)), jnp.ones(1), 3.45, 0.5)
     assert float(one[0]) == pytest.approx(5 * np.log1p(0.01 / (2 * 3.45**2)), rel=1e-6)
 
 
@@ -63,7 +67,7 @@ def test_noise_levels_are_uniform_on_the_1000_level_karras_grid():
     assert idx.min() == 0 and idx.max() == 999
     counts = np.bincount(idx // 100, minlength=10)      # 20,000 expected per tenth; sd ~134
     assert np.abs(counts - 20_000).max() < 700, counts
-    np.testing.assert_allclose(np.asarray(sigma), np.asarray(schedules.karras_sigmas(1000))[idx], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(sigma), np.asarray(edm.karras_sigmas(1000))[idx], rtol=1e-5)
     assert float(obj.sigma(0)) == pytest.approx(80.0) and float(obj.sigma(999)) == pytest.approx(0.002, rel=1e-4)
 
 
@@ -77,7 +81,7 @@ def test_ldm_loss_by_hand_and_one_trace_for_every_step():
 
     def loss(p, step):
         traces.append(1)
-        return obj.loss(p, MODEL.apply, x, z, key, step)
+        return obj.loss(p, MODEL, Batch(x, z, jnp.ones(x.shape[0])), key, step)
 
     f = jax.jit(jax.value_and_grad(loss, has_aux=True))
     (value, metrics), grads = f(params, jnp.int32(0))
@@ -89,7 +93,7 @@ def test_ldm_loss_by_hand_and_one_trace_for_every_step():
 
     def by_hand(p):
         # D = c_skip x + c_out F(c_in x, 250 ln sigma) with the sigma_min-shifted boundary scalings
-        c_skip, c_out, c_in = schedules.boundary_scalings(sigma)
+        c_skip, c_out, c_in = edm.boundary_scalings(sigma)
         b = lambda a: a.reshape(-1, 1, 1, 1)
         x_t = x + b(sigma) * z
         d = b(c_skip) * x_t + b(c_out) * MODEL.apply({'params': p}, b(c_in) * x_t, 250 * jnp.log(sigma))
@@ -98,7 +102,7 @@ def test_ldm_loss_by_hand_and_one_trace_for_every_step():
 
     want, want_grads = jax.jit(jax.value_and_grad(by_hand))(params)
     assert float(value) == pytest.approx(float(want), rel=1e-5)
-    assert int(metrics['num_scales']) == 1000 and float(metrics['c']) == pytest.approx(3.45)
+    assert 'num_scales' not in metrics and 'c' not in metrics   # the LDM declares only its own metrics
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max()),
                            grads, want_grads)
     with pytest.raises(ValueError, match='positive'):
@@ -114,7 +118,7 @@ def test_build_objective_picks_the_ldm_objective():
     c = default.get_config('ldm,smoke')
     with c.unlocked():
         c.objective = 'ddpm'
-    with pytest.raises(ValueError, match="valid: \\('slct', 'ldm', 'meanflow'\\)"):
+    with pytest.raises(ValueError, match="valid: \\('slct', 'ldm', 'meanflow', 'sct', 'imf'\\)"):
         build_objective(c)
 
 
@@ -140,8 +144,8 @@ def test_euler_and_heun_converge_to_the_closed_form_ode_solution():
     err = {}
     for method in ('euler', 'heun'):
         for steps in (20, 40, 80, 250):
-            sig = sampling.karras_ode_sigmas(steps)
-            out = jax.jit(lambda x, s=sig, m=method: sampling.karras_ode_sample(_gauss_denoiser, x, s, m))(
+            sig = ode_sampling.karras_ode_sigmas(steps)
+            out = jax.jit(lambda x, s=sig, m=method: ode_sampling.karras_ode_sample(_gauss_denoiser, x, s, m))(
                 jnp.asarray(x_T, jnp.float32))
             err[method, steps] = np.abs(np.asarray(out) - exact).max() / np.abs(exact).max()
     # Measured here: Euler 0.109 / 0.0551 / 0.0277 / 0.0089; Heun 0.0342 / 0.0077 / 0.0018 / 0.00017.
@@ -180,24 +184,24 @@ def test_samplers_follow_the_spec_formulas_and_count_their_evaluations():
         return _nonlinear_denoiser(x, sigma.reshape(-1, 1))
 
     for method, steps in (('euler', 7), ('heun', 7), ('heun', 1), ('euler', 40), ('heun', 40)):
-        sig = sampling.karras_ode_sigmas(steps)
+        sig = ode_sampling.karras_ode_sigmas(steps)
         want, want_calls = _spec_sampler_float64(lambda x, s: _nonlinear_denoiser(x, s, np), x_T,
                                                  sig.astype(np.float64), method)
         calls.clear()
-        got = jax.jit(lambda x: sampling.karras_ode_sample(counted, x, sig, method))(jnp.asarray(x_T, jnp.float32))
+        got = jax.jit(lambda x: ode_sampling.karras_ode_sample(counted, x, sig, method))(jnp.asarray(x_T, jnp.float32))
         jax.effects_barrier()
         np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=2e-5)
-        assert len(calls) == want_calls == sampling.ode_nfe(steps, method), (method, steps, len(calls))
-    assert (sampling.ode_nfe(250, 'euler'), sampling.ode_nfe(40, 'heun')) == (250, 79)
+        assert len(calls) == want_calls == ode_sampling.ode_nfe(steps, method), (method, steps, len(calls))
+    assert (ode_sampling.ode_nfe(250, 'euler'), ode_sampling.ode_nfe(40, 'heun')) == (250, 79)
 
 
 def test_karras_ode_grid_is_the_authors():
-    sig = sampling.karras_ode_sigmas(250)
+    sig = ode_sampling.karras_ode_sigmas(250)
     assert sig.shape == (251,) and sig[-1] == 0.0 and sig[0] == pytest.approx(80.0)
-    np.testing.assert_allclose(sig[:-1], schedules.karras_sigmas(250), rtol=1e-5)  # theirs: float32 math
+    np.testing.assert_allclose(sig[:-1], edm.karras_sigmas(250), rtol=1e-5)  # theirs: float32 math
     assert np.all(np.diff(sig) < 0)
     # N = 11 grid of spec §4, as a 11-step ODE grid
-    np.testing.assert_allclose(sampling.karras_ode_sigmas(11)[:-1],
+    np.testing.assert_allclose(ode_sampling.karras_ode_sigmas(11)[:-1],
                                [80, 45.31, 24.41, 12.38, 5.839, 2.515, 0.9654, 0.3183, 0.0851, 0.0167, 0.002],
                                rtol=2e-3)
 
@@ -210,28 +214,28 @@ def test_ode_sampler_is_one_program_with_per_sample_noise():
     convs = {}
     for method in ('euler', 'heun'):
         for steps in (10, 250):
-            sig = sampling.karras_ode_sigmas(steps)
-            f = sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sig, method, 42)
+            sig = ode_sampling.karras_ode_sigmas(steps)
+            f = ode_sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sig, method, 42)
             convs[method, steps] = jaxprs.count(jax.make_jaxpr(f)(params, idx).jaxpr, 'conv_general_dilated')
     assert convs['euler', 10] == convs['euler', 250] > 0
     assert convs['heun', 10] == convs['heun', 250] == 2 * convs['euler', 10]
     # Same seed, same images on 1 and 4 devices, and whatever batch a sample is drawn in.
-    sig = sampling.karras_ode_sigmas(12)
+    sig = ode_sampling.karras_ode_sigmas(12)
     outs = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = parallel.make_mesh(devices)
-        f = sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sig, 'heun', 42, mesh)
+        f = ode_sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sig, 'heun', 42, mesh)
         outs.append(np.asarray(f(parallel.replicate(params, mesh), parallel.shard_host_array(idx, mesh))))
     # XLA's CPU kernels round differently for other per-device shapes (1 ulp), and 23 network
     # evaluations carry that along (measured: 2e-5 at most); other noise would differ by O(1).
     np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-4)
-    f = sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sig, 'heun', 42)
+    f = ode_sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sig, 'heun', 42)
     np.testing.assert_allclose(np.asarray(f(params, idx[5:7])), outs[0][5:7], rtol=0, atol=1e-4)
     assert np.abs(outs[0][0] - outs[0][1]).max() > 0.1
     # One Euler step from sigma_max to 0 is D(x_T, 80): the consistency 1-step sample of the same seed,
     # so every sampler starts sample i from the same x_T.
-    euler1 = sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), sampling.karras_ode_sigmas(1), 'euler', 42)
-    onestep = sampling.make_sampler(MODEL.apply, obj, (8, 8, 1), (80.0,), 42)
+    euler1 = ode_sampling.make_ode_sampler(MODEL.apply, obj, (8, 8, 1), ode_sampling.karras_ode_sigmas(1), 'euler', 42)
+    onestep = consistency_sampling.make_sampler(MODEL.apply, obj, (8, 8, 1), (80.0,), 42)
     # x + (0 - 80)(x - D)/80 = D exactly, but in float32 around |x| ~ 80 (ulp 8e-6): 2e-5 measured.
     np.testing.assert_allclose(np.asarray(euler1(params, idx)), np.asarray(onestep(params, idx)),
                                rtol=0, atol=1e-4)
@@ -262,6 +266,7 @@ def test_configured_samplers_and_their_nfe():
 @pytest.mark.parametrize('name,paper_fid', [('celebahq256', 8.85), ('lsun_church256', 10.81), ('ffhq256', 10.23)])
 def test_ldm_variant_of_each_paper_config(name, paper_fid):
     import importlib
+
     from lct_jax.evaluation import paper_table1
     module = importlib.import_module(f'configs.{name}')
     base, c = module.get_config(), module.get_config('ldm')
@@ -299,18 +304,19 @@ def test_main_trains_samples_and_evaluates_the_ldm_baseline(tmp_path):
     and --mode=evaluate with Heun (10 steps = 19 NFE) write images and the results rows with their NFE.
     (--mode=sample with Euler 250 is the same code with another SamplerSpec: left out to keep this test
     near a minute; README, "The LDM-8† baseline", records that run on the digits.)"""
-    from lct_jax import cli
+    from lct_jax.modes import evaluate as evaluate_mode
+    from lct_jax.modes import sample as sample_mode
     w = str(tmp_path / 'ldm')
     runs.run(runs.command(w, config='configs/default.py:ldm,smoke', devices=2), str(tmp_path / 'train.log'))
     log = open(tmp_path / 'train.log').read()
     assert 'done: step 20' in log and 'compiled train step 1 time(s)' in log
     metrics = [json.loads(l) for l in open(os.path.join(w, 'metrics.jsonl'))]
-    assert all(np.isfinite(m['loss']) and m['num_scales'] == 1000 for m in metrics)
+    assert all(np.isfinite(m['loss']) for m in metrics)
     assert os.path.getsize(os.path.join(w, 'samples', 'step_0000020_euler250.png')) > 0
-    cli.evaluate(_ldm_smoke_config(), w)
+    evaluate_mode.evaluate(_ldm_smoke_config(), w)
     heun = _ldm_smoke_config(sampler='heun', ode_steps=10)
-    cli.sample(heun, w)
-    cli.evaluate(heun, w)
+    sample_mode.sample(heun, w)
+    evaluate_mode.evaluate(heun, w)
     assert len(glob.glob(os.path.join(w, 'samples', 'step_20_ema_0.99_heun10', '*.png'))) == 24
     rows = json.load(open(os.path.join(w, 'results.json')))
     assert [(r['sampler'], r['nfe'], r['method']) for r in rows] == [('euler-250', 250, 'LDM-8†'),

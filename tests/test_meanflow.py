@@ -11,8 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lct_jax import meanflow
-from lct_jax.meanflow import MeanFlowObjective, draw_class_drop, draw_times, meanflow_loss
+from lct_jax.objectives import meanflow
+from lct_jax.objectives.meanflow import (
+    MeanFlowObjective,
+    draw_class_drop,
+    draw_times,
+    meanflow_loss,
+)
 
 B, SHAPE = 6, (6, 4, 4, 3)
 T = jnp.array([0.9, 0.7, 0.5, 0.8, 0.3, 0.6])
@@ -213,19 +218,21 @@ def _fake_apply(u_fn):
 
 
 def test_meanflow_samplers_are_exact_for_an_exact_mean_flow_and_start_from_the_shared_noise():
-    from lct_jax import meanflow_sampling, sampling
+    from lct_jax import sampling
+    from lct_jax.sampling import meanflow as meanflow_sampling
+    from lct_jax.sampling import spec as sampler_spec
     noise = jax.random.normal(jax.random.key(0), SHAPE)
     for times in [(1.0, 0.0), (1.0, 0.5, 0.0), (1.0, 0.8, 0.3, 0.0)]:
         z0 = meanflow_sampling.meanflow_sample(_fake_apply(_mean_flow_of_linear_field), {}, noise, times)
         np.testing.assert_allclose(z0, noise * jnp.exp(-A), rtol=1e-5, atol=1e-6)   # z_0 = z_1 e^{-a}
     obj = MeanFlowObjective()
-    specs = meanflow_sampling.configured_specs(obj)
+    specs = meanflow_sampling.configured(None, obj)
     assert [(s.label, s.method, s.sigmas, s.nfe) for s in specs] == [
         ('1-step', 'meanflow', (1.0, 0.0), 1), ('2-step', 'meanflow', (1.0, 0.5, 0.0), 2)]
     # u = 0 returns the starting noise: sample i's z_i, the one every sampler of lct_jax.sampling uses.
     zero = sampling.make_spec_sampler(specs[0], _fake_apply(lambda z, t, h: 0 * z), obj, (4, 4, 3), seed=7)
     got = zero({}, jnp.array([0, 5]))
-    keys = sampling.sample_keys(7, jnp.array([0, 5]))
+    keys = sampler_spec.sample_keys(7, jnp.array([0, 5]))
     want = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), (4, 4, 3)))(keys)
     np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match='fall from 1.0'):
@@ -237,6 +244,7 @@ def test_meanflow_samplers_are_exact_for_an_exact_mean_flow_and_start_from_the_s
 def test_adamw_is_optax_adamw_and_radam_stays_the_default():
     import ml_collections
     import optax
+
     from lct_jax.train.state import make_optimizer
     cfg = ml_collections.ConfigDict(dict(kind='adamw', lr=1e-3, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1,
                                          warmup_steps=0, decay='constant', grad_clip=0.0, total_steps=10))
@@ -284,9 +292,13 @@ def test_meanflow_configs():
     assert (obj.num_classes, obj.class_dropout_prob, obj.kappa) == (1000, 0.1, 0.5)
     assert imagenet256.get_config('mf_b4').model.dit.patch_size == 4
     assert imagenet256.get_config('mf_b4').evaluation.paper_fid_1step == 11.4
-    from lct_jax import cli, sampling   # the results table puts the published number beside ours
+    from lct_jax import (
+        sampling,  # the results table puts the published number beside ours
+    )
+    from lct_jax.evaluation.paper_table1 import paper_numbers
     one, two = sampling.configured_samplers(mf.sampling, obj)
-    assert (one.method, cli.paper_numbers(mf, one), cli.paper_numbers(mf, two)) == \
+    assert (one.method, paper_numbers(mf.evaluation, one.method, one.label, one.nfe),
+            paper_numbers(mf.evaluation, two.method, two.label, two.nfe)) == \
         ('meanflow', (6.17, None), (None, None))
     c = default.get_config('meanflow')
     with c.unlocked():
@@ -313,8 +325,8 @@ def test_one_compiled_train_step_of_meanflow(arg):
     """The same step as sLCT's trains MeanFlow: finite loss, one trace, 3/4 of the rows at r = t;
     the class-conditional DiT with guidance (omega 2) and the labels through the objective."""
     from lct_jax import parallel
+    from lct_jax.objectives.base import Batch
     from lct_jax.train import loop
-    from lct_jax.train.step import LabeledPairedBatch, PairedBatch
     c = _tiny(arg, dtype='bfloat16')
     if 'dit_cond' in arg:
         with c.unlocked():
@@ -324,7 +336,7 @@ def test_one_compiled_train_step_of_meanflow(arg):
     x = jax.random.normal(jax.random.key(0), (8, 8, 8, 1))
     z = jax.random.normal(jax.random.key(1), (8, 8, 8, 1))
     parts = (x, z, jnp.ones((8,)))
-    batch = LabeledPairedBatch(*parts, jnp.arange(8) % 10) if 'dit_cond' in arg else PairedBatch(*parts)
+    batch = Batch(*parts, jnp.arange(8) % 10 if 'dit_cond' in arg else None)
     for _ in range(2):
         state, metrics = step_fn(state, batch)
     assert np.isfinite(float(metrics['loss'])) and float(metrics['r_equals_t']) == 0.75
@@ -337,8 +349,9 @@ def test_one_compiled_train_step_of_meanflow(arg):
 def test_main_trains_samples_and_evaluates_meanflow(tmp_path):
     """python -m lct_jax.main --config configs/default.py:meanflow,smoke trains (1- and 2-step grids), then
     --mode=sample and --mode=evaluate (their functions, in-process) write images and a results row per sampler."""
-    from lct_jax import cli
     from configs import default
+    from lct_jax.modes import evaluate as evaluate_mode
+    from lct_jax.modes import sample as sample_mode
     from tests import runs
     w = str(tmp_path / 'meanflow')
     runs.run(runs.command(w, config='configs/default.py:meanflow,smoke', devices=2), str(tmp_path / 'train.log'))
@@ -351,8 +364,8 @@ def test_main_trains_samples_and_evaluates_meanflow(tmp_path):
     c = default.get_config('meanflow,smoke')
     with c.unlocked():
         c.sampling.update(num_samples=24, batch_size=24)
-    cli.sample(c, w)
-    cli.evaluate(c, w)
+    sample_mode.sample(c, w)
+    evaluate_mode.evaluate(c, w)
     assert len(glob.glob(os.path.join(w, 'samples', '*_1step', '*.png'))) == 24
     rows = json.load(open(os.path.join(w, 'results.json')))
     assert [(r['sampler'], r['nfe'], r['method']) for r in rows] == [('1-step', 1, 'MeanFlow'),

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lct_jax import losses, schedules
 from lct_jax.models.unet import UNet
-from lct_jax.objective import Objective, consistency_fn, slct_loss
+from lct_jax.objectives import edm, slct
+from lct_jax.objectives.edm import consistency_fn
+from lct_jax.objectives.slct import SLCT as Objective
+from lct_jax.objectives.slct import slct_loss
 from tests import jaxprs
 from tests.random_params import perturbed_params
 
@@ -57,15 +59,15 @@ def test_loss_parts_and_stop_gradient_target():
     # Recompute by hand with the same interval draw.
     interval_key, _ = jax.random.split(key)
     n = 41
-    idx = schedules.sample_intervals(interval_key, n, 641, (16,))
-    s_i, s_n = schedules.karras_sigma(idx, n), schedules.karras_sigma(idx + 1, n)
+    idx = slct.sample_intervals(interval_key, n, 641, (16,))
+    s_i, s_n = edm.karras_sigma(idx, n), edm.karras_sigma(idx + 1, n)
     b = lambda a: a.reshape(-1, 1, 1, 1)
     target = consistency_fn(MODEL.apply, params, x + b(s_n) * z, s_n, obj)
 
     def by_hand(p):
         student = consistency_fn(MODEL.apply, p, x + b(s_i) * z, s_i, obj)
-        ct = losses.consistency_loss(student, target, 1 / (s_i - s_n), schedules.robust_c(n), 'cauchy')
-        diff = losses.diffusion_loss(student, x, s_i, losses.early_diffusion_mask(idx, n))
+        ct = slct.consistency_loss(student, target, 1 / (s_i - s_n), slct.robust_c(n), 'cauchy')
+        diff = slct.diffusion_loss(student, x, s_i, slct.early_diffusion_mask(idx, n))
         return ct + 5 * diff
 
     want_loss, want_grads = jax.jit(jax.value_and_grad(by_hand))(params)

@@ -46,7 +46,7 @@ def test_pipeline_resumes_at_any_step(digits_dir):
     full = pipeline.InputPipeline(ds, norm, 32, 0, slice(0, 32))
     batches = [next(full) for _ in range(6)]
     resumed = pipeline.InputPipeline(ds, norm, 32, 0, slice(16, 32), start_step=4)
-    np.testing.assert_array_equal(next(resumed), batches[4][16:])
+    np.testing.assert_array_equal(next(resumed).x, batches[4].x[16:])
     full.close(), resumed.close()
 
 
@@ -83,16 +83,18 @@ def test_corrupt_shard_stops_reading_with_file_and_record(digits_dir, tmp_path):
 def test_interrupted_encode_finishes_with_identical_shards(digits_dir, tmp_path):
     d = str(tmp_path / 'again')
     encode.encode_dataset(DigitsSource(8), identity_codec(1), d, examples_per_shard=500, show_progress=False)
-    # a kill while shard 2 was being written leaves only its .partial file
-    os.replace(os.path.join(d, 'shard-00002-of-00004.tfrecord'), os.path.join(d, 'shard-00002-of-00004.tfrecord.partial'))
-    with open(os.path.join(d, 'shard-00002-of-00004.tfrecord.partial'), 'r+b') as f:
+    # a kill while shard 2 was being written leaves only its temporary file (lct_jax/writer.py), named
+    # with the killed process's pid
+    leftover = os.path.join(d, '.shard-00002-of-00004.tfrecord.4194305.0.tmp')
+    os.replace(os.path.join(d, 'shard-00002-of-00004.tfrecord'), leftover)
+    with open(leftover, 'r+b') as f:
         f.truncate(1000)
     with open(os.path.join(d, 'shard-00003-of-00004.tfrecord'), 'r+b') as f:
         f.truncate(100)  # a shard cut short by a kill is detected and redone
     before = os.path.getmtime(os.path.join(d, 'shard-00000-of-00004.tfrecord'))
     encode.encode_dataset(DigitsSource(8), identity_codec(1), d, examples_per_shard=500, show_progress=False)
     assert os.path.getmtime(os.path.join(d, 'shard-00000-of-00004.tfrecord')) == before
-    assert not any(n.endswith('.partial') for n in os.listdir(d))
+    assert not any(n.endswith(('.partial', '.tmp')) for n in os.listdir(d))
     for name in latents.read_manifest(d)['shards']:
         with open(os.path.join(d, name), 'rb') as a, open(os.path.join(digits_dir, name), 'rb') as b:
             assert a.read() == b.read(), name
@@ -100,13 +102,16 @@ def test_interrupted_encode_finishes_with_identical_shards(digits_dir, tmp_path)
 
 def test_analyze_writes_boxplot_and_summary(digits_dir, tmp_path):
     from configs import default
-    from lct_jax.evaluation.analysis import analyze_dataset, tukey_summary
+    from lct_jax.evaluation.analysis import tukey_summary
+    from lct_jax.modes.analyze import analyze_dataset
     c = default.get_config()
     with c.unlocked():
         c.data.latent_dir = digits_dir
-    summary = analyze_dataset(c, str(tmp_path))
+    summary = analyze_dataset(c, str(tmp_path))['summary']
     assert os.path.getsize(tmp_path / 'analysis' / 'boxplot.png') > 0
-    assert set(summary) == {'latents', 'pixels'}
+    assert set(summary) == {'latents', 'pixels', 'tail_power', 'temporal_differences'}
+    td = summary['temporal_differences']   # no checkpoint here: the untrained network, and it says so
+    assert td['num_scales'] == 21 and 'untrained' in td['weights'] and td['count'] == 512 * 64
     rng = np.random.default_rng(0)
     heavy, gauss = tukey_summary(rng.standard_t(2.5, 100_000)), tukey_summary(rng.standard_normal(100_000))
     assert heavy['fraction_beyond_outer_fences'] > 10 * gauss['fraction_beyond_outer_fences']
@@ -120,9 +125,9 @@ def test_reader_processes_give_the_serial_batches(digits_dir):
     parallel = pipeline.InputPipeline(ds, norm, 96, 0, slice(0, 96), read_processes=3)
     try:
         for _ in range(20):  # past an epoch (18 steps of 96): the next permutation too
-            np.testing.assert_array_equal(next(parallel), next(serial))
+            np.testing.assert_array_equal(next(parallel).x, next(serial).x)
         resumed = pipeline.InputPipeline(ds, norm, 96, 0, slice(32, 96), start_step=7, read_processes=2)
-        np.testing.assert_array_equal(next(resumed), pipeline.InputPipeline.local_batch(serial, 7)[32:])
+        np.testing.assert_array_equal(next(resumed).x, pipeline.InputPipeline.local_batch(serial, 7)[32:])
         resumed.close()
     finally:
         serial.close(), parallel.close()
@@ -138,7 +143,7 @@ def test_reader_processes_give_the_serial_labeled_batches(tmp_path):
     parallel = pipeline.InputPipeline(ds, norm, 64, 0, slice(0, 64), labels=True, read_processes=2)
     try:
         for _ in range(3):
-            (xs, ys), (xp, yp) = next(serial), next(parallel)
+            (xs, _, _, ys), (xp, _, _, yp) = next(serial), next(parallel)
             np.testing.assert_array_equal(xp, xs)
             np.testing.assert_array_equal(yp, ys)
             assert yp.dtype == np.int32

@@ -78,15 +78,15 @@ def test_the_cached_digits_mlp_equals_a_freshly_trained_one(tmp_path, monkeypatc
 
 def test_with_the_cache_off_the_reference_is_computed_and_nothing_is_written(tmp_path, monkeypatch):
     from configs import default
-    from lct_jax import cli
+    from lct_jax.evaluation import reference as reference_mod
     monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path))
     calls = []
-    monkeypatch.setattr(cli, 'reference_feature_sets', lambda *a, **k: calls.append(1) or {'fid': np.ones((2, 3))})
+    monkeypatch.setattr(reference_mod, 'reference_feature_sets', lambda *a, **k: calls.append(1) or {'fid': np.ones((2, 3))})
     c = default.get_config('smoke')
     c.unlock()
     c.evaluation.reference_cache = False
     for _ in range(2):
-        assert cli.reference_features(c, str(tmp_path), {'fid': lambda x: x}, {'fid': None})['fid'].shape == (2, 3)
+        assert reference_mod.reference_features(c, str(tmp_path), {'fid': lambda x: x}, {'fid': None})['fid'].shape == (2, 3)
     assert len(calls) == 2 and os.listdir(tmp_path) == []
 
 
@@ -94,20 +94,21 @@ def test_evaluation_serves_the_reference_from_the_cache_with_equal_distances(tmp
     """Two evaluations of one checkpoint: the first computes the reference features, the second reads
     them, and every row is identical."""
     from configs import default
-    from lct_jax import cli
     from lct_jax.builders import build_model
+    from lct_jax.modes import encode as encode_mode
+    from lct_jax.modes import evaluate as evaluate_mode
     from tests.random_params import perturbed_params
     monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path / 'cache'))
     c = default.get_config('smoke')
     c.unlock()
     c.data.latent_dir = str(tmp_path / 'latents')
     c.sampling.num_samples = 64
-    cli.encode(c, str(tmp_path))
+    encode_mode.encode(c, str(tmp_path))
     m = c.model
     params = perturbed_params(build_model(c), (1, m.img_resolution, m.img_resolution, m.in_channels))
-    monkeypatch.setattr(cli, 'load_params', lambda config, workdir, checkpoint='': (params, 'random'))
-    first = cli.evaluate(c, str(tmp_path))
-    second = cli.evaluate(c, str(tmp_path))
+    monkeypatch.setattr(evaluate_mode, 'load_params', lambda config, workdir, checkpoint='': (params, 'random'))
+    first = evaluate_mode.evaluate(c, str(tmp_path))
+    second = evaluate_mode.evaluate(c, str(tmp_path))
     out = capsys.readouterr().out
     assert 'computed and cached in' in out and 'read from the cache in' in out
     assert '1,797 images x 64 features (fid)' in out   # the whole training set, the digits MLP's 64-d
@@ -120,6 +121,7 @@ def test_the_compilation_cache_flag_picks_the_directory_or_turns_it_off(tmp_path
     """main.py's --compilation_cache_dir: a given directory; by default $JAX_COMPILATION_CACHE_DIR,
     else <lct_jax cache>/xla; '' turns JAX's persistent cache off even when the environment names one."""
     import jax
+
     from lct_jax import main
     saved = jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache
     try:
@@ -190,7 +192,7 @@ def test_an_adm_reference_batch_is_read_without_its_images(tmp_path, monkeypatch
              mu_s=np.zeros(2023), sigma_s=np.eye(3))
     read_members = []
     load = untrusted.load_npz
-    monkeypatch.setattr(untrusted, 'load_npz', lambda *a, **k: read_members.append(k.get('only')) or load(*a, **k))
+    monkeypatch.setattr(stats_file, 'load_npz', lambda *a, **k: read_members.append(k.get('only')) or load(*a, **k))
     got_mu, got_sigma, prov, kind = stats_file.read(path)
     assert kind == 'adm' and prov is None and 'arr_0' not in read_members[0]
     said = []

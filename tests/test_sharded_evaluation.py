@@ -33,12 +33,13 @@ def load_flat_params(path):
 def run(tmp_path_factory):
     """Encoded digits latents and random weights of the smoke model, saved for subprocesses too."""
     from flax import traverse_util
-    from lct_jax import cli
+
     from lct_jax.builders import build_model
+    from lct_jax.modes import encode as encode_mode
     from tests.random_params import perturbed_params
     root = tmp_path_factory.mktemp('sharded')
     config = config_for(str(root / 'latents'))
-    cli.encode(config, str(root))
+    encode_mode.encode(config, str(root))
     m = config.model
     params = perturbed_params(build_model(config), (1, m.img_resolution, m.img_resolution, m.in_channels))
     flat = {'/'.join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(params).items()}
@@ -48,8 +49,9 @@ def run(tmp_path_factory):
 
 def _rows(config, workdir, params, devices):
     from lct_jax import parallel
-    from lct_jax.evaluation.evaluator import Evaluator
-    return Evaluator(config, workdir, mesh=parallel.make_mesh(devices), show_progress=False).rows(params, 'test')
+    from lct_jax.builders import build_evaluator
+    return build_evaluator(config, workdir, mesh=parallel.make_mesh(devices), show_progress=False).rows(params, "test",
+                                                                                   config.sampling.num_samples)
 
 
 def assert_same_rows(a, b):
@@ -64,10 +66,12 @@ def assert_same_rows(a, b):
 def test_only_features_are_gathered_and_they_equal_the_host_path(run, monkeypatch):
     """The evaluation gathers (rows, 64) features, never images; and its features are the features
     of the images the host path (cli.generate, then the network on the host) gives."""
-    from lct_jax import cli, parallel
+    from lct_jax import builders as builders_mod
+    from lct_jax import parallel
     from lct_jax.evaluation import sharded
-    from lct_jax.evaluation.evaluator import Evaluator
+    from lct_jax.builders import build_evaluator
     from lct_jax.evaluation.features import make_features
+    from lct_jax.modes import sample as sample_mode
     root, config, params = run
     gathered, gather = [], sharded.gather
 
@@ -77,14 +81,14 @@ def test_only_features_are_gathered_and_they_equal_the_host_path(run, monkeypatc
         gathered.extend(shapes)
         return gather(tree)
 
-    ev = Evaluator(config, str(root), show_progress=False)   # (the real reference: decoded a batch at a time)
+    ev = build_evaluator(config, str(root), show_progress=False)   # (the real reference: decoded a batch at a time)
     monkeypatch.setattr(sharded, 'gather', features_only)
     assert jax.device_count() == 4 and sharded.padded_batch(config.sampling, ev.mesh, NUM) == 4 * 8
     spec = ev.specs[1]                                         # the 2-step sampler
     feats = ev.features(parallel.replicate(params, ev.mesh), spec, NUM)['fid']
     assert feats.shape == (NUM, 64) and sum(s[0] for s in gathered) == 4 * 32   # the padded tail's rows too
     monkeypatch.setattr(sharded, 'gather', gather)
-    images, _ = cli.generate(config, params, spec, NUM, cli.normalizer_of(config, str(root)), show_progress=False)
+    images, _ = sample_mode.generate(config, params, spec, NUM, builders_mod.make_normalizer(config, str(root)), show_progress=False)
     host = make_features(config)(images)
     np.testing.assert_allclose(feats, host, rtol=1e-6, atol=1e-6)
 
@@ -135,24 +139,26 @@ def test_statistics_written_with_their_provenance_give_the_same_fid(run, tmp_pat
     is refused before anything is sampled."""
     from lct_jax import parallel
     from lct_jax.evaluation import stats_file
-    from lct_jax.evaluation.evaluator import Evaluator
+    from lct_jax.builders import build_evaluator
     root, config, params = run
     path = str(tmp_path / 'digits_stats.npz')
     config.evaluation.save_reference_stats = path
     mesh = parallel.make_mesh(jax.devices()[:1])
-    first = Evaluator(config, str(root), mesh=mesh, show_progress=False).rows(params, 'test')
+    first = build_evaluator(config, str(root), mesh=mesh, show_progress=False).rows(params, "test",
+                                                                                   config.sampling.num_samples)
     _, _, prov, kind = stats_file.read(path)
     assert kind == 'lct_jax' and prov['count'] == 1797 and prov['features']['kind'] == 'digits_mlp'
     assert prov['dataset'] == 'digits' and prov['resolution'] == 8 and 'weights' not in prov['features']
     config.evaluation.update(save_reference_stats='', reference_stats=path)
-    again = Evaluator(config, str(root), mesh=mesh, show_progress=False).rows(params, 'test')
+    again = build_evaluator(config, str(root), mesh=mesh, show_progress=False).rows(params, "test",
+                                                                                   config.sampling.num_samples)
     assert [r['fid'] for r in again] == pytest.approx([r['fid'] for r in first], rel=1e-12)
     assert 'recall' not in again[0]                                # a statistics file alone: FID only
     other = str(tmp_path / 'other.npz')
     stats_file.save(other, np.zeros(64), np.eye(64), dict(prov, resolution=32))
     config.evaluation.reference_stats = other
     with pytest.raises(stats_file.StatisticsMismatchError, match='resolution: the file has 32, the evaluation 8'):
-        Evaluator(config, str(root), mesh=mesh, show_progress=False)
+        build_evaluator(config, str(root), mesh=mesh, show_progress=False)
     config.evaluation.reference_stats = ''
 
 

@@ -1,5 +1,6 @@
 """The study tool (lct_jax/study): plan, progress, bootstrap and paired differences, report, launcher
 commands on fixed numbers; and (slow) a tiny real study that is killed, resumed and aggregated."""
+import dataclasses
 import json
 import os
 import shlex
@@ -122,8 +123,9 @@ def test_report_uses_finished_runs_and_names_the_rest(tmp_path):
 
 def test_launch_commands(tmp_path):
     path = tmp_path / 'tiny.json'
-    path.write_text(json.dumps(dict(TINY, prepare=[['python', '-m', 'lct_jax.main', '--workdir={study_dir}/ae']])))
-    study = load_study(str(path))
+    path.write_text(json.dumps(TINY))
+    # `prepare` (commands) only in a .py study file, which is the user's code (docs/untrusted_files.md)
+    study = dataclasses.replace(load_study(str(path)), prepare=(('python', '-m', 'lct_jax.main', '--workdir={study_dir}/ae'),))
     local = launch.commands(study, '/w', 'local')
     assert shlex.split(local[0]) == ['python', '-m', 'lct_jax.study', 'prepare', str(path), '--workroot=/w']
     assert shlex.split(local[1])[3:] == ['run-one', str(path), '--workroot=/w', '--variant=sLCT', '--seed=0']
@@ -145,6 +147,7 @@ def test_runner_skips_done_work_leaves_locked_runs_and_runs_k_at_a_time(tmp_path
     """The scheduling logic with `lct_jax.main` replaced by a fake that writes what a run writes."""
     import socket
     import threading
+
     from lct_jax.study import runner
     study = study_from_dict(dict(TINY, prepare=[['python', '-c', 'pass']]), 'tiny.json')
     runs = plan(study, str(tmp_path))
@@ -239,6 +242,7 @@ def test_export_keeps_records_not_checkpoints_and_a_copy_of_it_resumes_the_study
 
 def test_parallel_runs_are_pinned_to_disjoint_cpu_slices(tmp_path, monkeypatch):
     import threading
+
     from lct_jax.study import runner
     assert runner.cpu_slices(2, 1, cpus={0, 1}) == [frozenset({0}), frozenset({1})]
     assert runner.cpu_slices(2, 2, cpus={0, 1, 2, 3, 5}) == [frozenset({0, 1}), frozenset({2, 3})]

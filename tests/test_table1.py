@@ -71,7 +71,8 @@ def test_comparison_and_whole_table_from_workdirs(tmp_path):
 def test_real_features_for_fid_and_recall_in_one_pass(monkeypatch):
     """--mode=evaluate reads the real images once for both feature sets; recall's stop at pr_max_real."""
     import numpy as np
-    from lct_jax import cli
+
+    from lct_jax.evaluation import reference as reference_mod
     reads = []
 
     def batches(config, workdir, limit=None, batch=500, codec=None):
@@ -80,13 +81,13 @@ def test_real_features_for_fid_and_recall_in_one_pass(monkeypatch):
                 reads.append(i)
                 yield np.full((7, 1), i, np.float32)
 
-    monkeypatch.setattr(cli, 'real_image_batches', batches)
-    out = cli.reference_feature_sets(None, None, {'fid': lambda x: x, 'pr': lambda x: 2 * x},
+    monkeypatch.setattr(reference_mod, 'real_image_batches', batches)
+    out = reference_mod.reference_feature_sets(None, None, {'fid': lambda x: x, 'pr': lambda x: 2 * x},
                                      {'fid': None, 'pr': 10})
     assert reads == [0, 1, 2] and out['fid'].shape == (21, 1)
     assert out['pr'].ravel().tolist() == [0] * 7 + [2] * 3
     reads.clear()
-    out = cli.reference_feature_sets(None, None, {'pr': lambda x: x}, {'fid': None, 'pr': 10})
+    out = reference_mod.reference_feature_sets(None, None, {'pr': lambda x: x}, {'fid': None, 'pr': 10})
     assert out['pr'].shape == (10, 1)
     assert reads == [0, 1]                      # no image past the limit is read
 
@@ -113,8 +114,9 @@ def test_a_study_report_and_a_damaged_file_beside_the_run_do_not_break_evaluate(
     alone, and each other file gets one line. A damaged results.json in the run itself is kept and
     the rows go beside it."""
     from configs import default
-    from lct_jax import cli
     from lct_jax.builders import build_model
+    from lct_jax.modes import encode as encode_mode
+    from lct_jax.modes import evaluate as evaluate_mode
     from tests.random_params import perturbed_params
     monkeypatch.setenv('LCT_JAX_CACHE', str(tmp_path / 'cache'))
     root = tmp_path / 'runs'
@@ -127,11 +129,11 @@ def test_a_study_report_and_a_damaged_file_beside_the_run_do_not_break_evaluate(
     c.data.latent_dir = str(tmp_path / 'latents')
     c.sampling.num_samples = 32
     os.makedirs(wd)
-    cli.encode(c, str(wd))
+    encode_mode.encode(c, str(wd))
     m = c.model
     params = perturbed_params(build_model(c), (1, m.img_resolution, m.img_resolution, m.in_channels))
-    monkeypatch.setattr(cli, 'load_params', lambda config, workdir, checkpoint='': (params, 'random'))
-    rows = cli.evaluate(c, str(wd))
+    monkeypatch.setattr(evaluate_mode, 'load_params', lambda config, workdir, checkpoint='': (params, 'random'))
+    rows = evaluate_mode.evaluate(c, str(wd))
     captured = capsys.readouterr()
     assert [r['sampler'] for r in rows] == ['1-step', '2-step']
     written = json.load(open(wd / 'results.json'))
@@ -142,7 +144,7 @@ def test_a_study_report_and_a_damaged_file_beside_the_run_do_not_break_evaluate(
     assert comparison.count('| default:smoke (random) |') == 2
     # the run's own results.json damaged: kept byte for byte, the rows beside it
     (wd / 'results.json').write_text('{"not": "rows"}')
-    cli.evaluate(c, str(wd))
+    evaluate_mode.evaluate(c, str(wd))
     assert (wd / 'results.json').read_text() == '{"not": "rows"}'
     assert len(json.load(open(wd / 'results.new.json'))) == 2
     assert 'kept as it is' in capsys.readouterr().err

@@ -148,11 +148,11 @@ def _shard_bytes(latent_dir):
 def test_encode_from_tfds_equals_encode_from_the_folder_and_resumes_reading_only_what_it_rewrites(
         digits, fmt, tmp_path):
     pytest.importorskip('jax')
-    from lct_jax import cli
     from lct_jax.data.encode import encode_dataset
     from lct_jax.models.autoencoder import identity_codec
-    cli.encode(_encode_config(source='image_dir', image_dir=digits['folder']), str(tmp_path / 'folder'))
-    cli.encode(_encode_config(source='tfds', tfds_name=digits[fmt]), str(tmp_path / 'tfds'))
+    from lct_jax.modes import encode as encode_mode
+    encode_mode.encode(_encode_config(source='image_dir', image_dir=digits['folder']), str(tmp_path / 'folder'))
+    encode_mode.encode(_encode_config(source='tfds', tfds_name=digits[fmt]), str(tmp_path / 'tfds'))
     from_folder, from_tfds = _shard_bytes(tmp_path / 'folder' / 'latents'), _shard_bytes(tmp_path / 'tfds' / 'latents')
     assert len(from_tfds) == 5 and from_tfds == from_folder  # 300 examples, 64 per shard, byte for byte
     # A lost shard: the resumed encode reads exactly the 64 examples it rewrites, and ends identical.
@@ -167,8 +167,8 @@ def test_encode_from_tfds_equals_encode_from_the_folder_and_resumes_reading_only
 
 def test_encoded_latents_carry_tfds_metadata(digits, tmp_path):
     pytest.importorskip('jax')
-    from lct_jax import cli
-    cli.encode(_encode_config(source='tfds', tfds_name=digits['array_record']), str(tmp_path))
+    from lct_jax.modes import encode as encode_mode
+    encode_mode.encode(_encode_config(source='tfds', tfds_name=digits['array_record']), str(tmp_path))
     latent_dir = str(tmp_path / 'latents')
     builder = tfds.builder_from_directory(latent_dir)  # reads our dataset_info.json / features.json
     assert builder.info.splits['train'].num_examples == 300

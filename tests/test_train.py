@@ -12,6 +12,7 @@ from PIL import Image
 from configs import default
 from lct_jax import parallel
 from lct_jax.data import latents, tfrecord
+from lct_jax.data.pipeline import HostBatch
 from lct_jax.train import loop
 
 
@@ -46,7 +47,7 @@ def _step_and_state(config, mesh):
 
     def run(state, x):
         x = np.asarray(x)
-        return step(state, loop.device_batch(x if pairer is None else (x, *pairer(int(state.step), x)), mesh))
+        return step(state, loop.device_batch(HostBatch.of(x, pairer, int(state.step)), mesh))
 
     return state, run
 
@@ -79,7 +80,7 @@ def test_compile_for_leaves_the_first_step_nothing_to_compile(placement):
     if pairer is not None:
         _PAIRERS.append(pairer)
     x = _batch()
-    batch = loop.device_batch(x if pairer is None else (x, *pairer(0, x)), mesh)
+    batch = loop.device_batch(HostBatch.of(x, pairer, 0), mesh)
     events = []
     monitoring.register_event_duration_secs_listener(
         lambda name, _d, **_kw: events.append(name) if name.startswith('/jax/core/compile/') else None)
@@ -133,12 +134,13 @@ def test_smoke_run_leaves_everything_and_compiles_once(tmp_path):
     again = loop.train(smoke_config(), workdir, show_progress=False)
     assert again['final_step'] == 20
     # --mode=sample and --mode=evaluate on this run's checkpoint
-    from lct_jax import cli
+    from lct_jax.modes import evaluate as evaluate_mode
+    from lct_jax.modes import sample as sample_mode
     cfg = smoke_config(**{'sampling.num_samples': 40, 'sampling.batch_size': 16, 'sampling.image_format': 'jpeg'})
-    cli.sample(cfg, workdir)
+    sample_mode.sample(cfg, workdir)
     out = os.path.join(workdir, 'samples', 'step_20_ema_0.99_2step')
     assert len(glob.glob(os.path.join(out, '*.jpg'))) == 40 and os.path.exists(out + '.npz')
-    rows = cli.evaluate(cfg, workdir)
+    rows = evaluate_mode.evaluate(cfg, workdir)
     assert [r['sampler'] for r in rows] == ['1-step', '2-step'] and all(np.isfinite(r['fid']) for r in rows)
     assert all(0 <= r['recall'] <= 1 for r in rows)
     table = open(os.path.join(workdir, 'results.md')).read()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from lct_jax.evaluation import during_training
 from lct_jax.main import checkpoint_arg
+from lct_jax.train import in_training_evaluation as during_training
 
 EVAL = {'evaluation.every': 10, 'evaluation.num_samples': 32, 'sampling.batch_size': 16}
 
@@ -98,6 +98,7 @@ def test_the_record_follows_the_history_rule(tmp_path):
 
 def test_the_best_checkpoint_survives_retention(tmp_path):
     import jax.numpy as jnp
+
     from lct_jax.train import checkpoints
     wd = str(tmp_path)
     with open(os.path.join(wd, during_training.BEST), 'w') as f:
@@ -115,12 +116,13 @@ def test_curves_over_checkpoints_and_nfe(run, capsys):
     """--checkpoint=all (= --checkpoints=all) on the smoke run: each checkpoint evaluated once with three samplers (1, 2
     and 3 steps), rows in results.json, both plots; a second call evaluates nothing."""
     from PIL import Image
-    from lct_jax import cli
+
+    from lct_jax.modes import evaluate as evaluate_mode
     wd = run[0]
     c = config(**{'sampling.num_samples': 32})
     with c.unlocked():
         c.evaluation.curve_samplers = ('consistency:0', 'consistency:0,420,640', 'consistency:0,320,480,640')
-    rows = cli.evaluate(c, wd, 'all')
+    rows = evaluate_mode.evaluate(c, wd, 'all')
     steps = sorted(int(s) for s in os.listdir(os.path.join(wd, 'checkpoints')) if s.isdigit())
     assert steps == [10, 20]
     assert sorted((r['step'], r['nfe']) for r in rows) == [(s, n) for s in steps for n in (1, 2, 3)]
@@ -128,11 +130,11 @@ def test_curves_over_checkpoints_and_nfe(run, capsys):
     assert len(saved) == 6 and all(r['checkpoint'].startswith('step ') for r in saved)
     for name in ('fid_over_steps.png', 'fid_over_nfe.png'):
         assert min(Image.open(os.path.join(wd, name)).size) > 100
-    assert cli.evaluate(c, wd, 'all') == []                               # resumable: nothing left to do
-    assert cli.evaluate(c, wd, '10,20') == []
-    assert cli.evaluate(c, wd, checkpoint_arg('', '20', 'evaluate')) == []   # --checkpoints=20: a curve of one
+    assert evaluate_mode.evaluate(c, wd, 'all') == []                               # resumable: nothing left to do
+    assert evaluate_mode.evaluate(c, wd, '10,20') == []
+    assert evaluate_mode.evaluate(c, wd, checkpoint_arg('', '20', 'evaluate')) == []   # --checkpoints=20: a curve of one
     with pytest.raises(FileNotFoundError, match=r'no checkpoint of step\(s\) \[15\]'):
-        cli.evaluate(c, wd, '10,15')
+        evaluate_mode.evaluate(c, wd, '10,15')
 
 
 def test_checkpoints_flag_is_the_curves_form_of_checkpoint():

@@ -22,18 +22,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_a_pt_whose_pickle_would_create_a_file_is_refused_and_nothing_is_created(tmp_path):
     pytest.importorskip('torch')
-    from lct_jax import cli
+    from lct_jax.modes import run_weights
     from tests.fuzz import corpus, mutate
     marker = tmp_path / 'created_by_the_pickle'
     evil = tmp_path / 'evil.pt'
     evil.write_bytes(mutate.evil_pickle_payload(str(marker)))
     with pytest.raises(UnreadableFileError) as e:
-        cli.load_params(corpus.smoke_config(), str(tmp_path / 'wd'), str(evil))
+        run_weights.load_params(corpus.smoke_config(), str(tmp_path / 'wd'), str(evil))
     assert not marker.exists()
     first = str(e.value).splitlines()[0]
     assert str(evil) in first and 'posix.mkdir' in first and 'refused' in first
     assert 'weights_only=False' in first and 'safetensors' in first  # how to convert a file one trusts
-    from lct_jax.models.convert import load_state_dict   # the other .pt reader: weights files
+    from lct_jax.models.convert import (
+        load_state_dict,  # the other .pt reader: weights files
+    )
     with pytest.raises(UnreadableFileError, match='posix.mkdir'):
         load_state_dict(str(evil))
     assert not marker.exists()
@@ -43,9 +45,9 @@ def test_the_authors_checkpoint_layout_still_loads(tmp_path):
     """{'model', 'ema', 'ema_<rate>', 'target', 'opt', 'args': argparse.Namespace, 'epoch', 'train_steps'},
     as the authors' train script saves it, through load_params (--mode=sample --checkpoint=x.pt)."""
     torch = pytest.importorskip('torch')
-    from lct_jax import cli
     from lct_jax.builders import build_model
     from lct_jax.models.convert import unet_params_from_torch
+    from lct_jax.modes import run_weights
     from tests.fuzz import corpus
     path = corpus.authors_checkpoint(str(tmp_path / 'authors.pt'))
     with pytest.raises(Exception):  # what made the old loader need weights_only=False: the Namespace
@@ -53,14 +55,14 @@ def test_the_authors_checkpoint_layout_still_loads(tmp_path):
     config = corpus.smoke_config()
     sd = torch.load(path, weights_only=False)  # the test's own trusted file
     for ema, key in (('params', 'model'), ('ema_0.99', 'ema_0.99')):
-        params, desc = cli.load_params(config, str(tmp_path / 'wd'), path, ema=ema)
+        params, desc = run_weights.load_params(config, str(tmp_path / 'wd'), path, ema=ema)
         want = unet_params_from_torch(sd[key], build_model(config))
         assert desc == f'authors.pt:{key}'
         assert len(jax_leaves(params)) == len(jax_leaves(want)) > 10
         for a, b in zip(jax_leaves(params), jax_leaves(want)):
             np.testing.assert_array_equal(a, b)
     with pytest.raises(KeyError, match=r"has no 'ema_0.5'.*'args'.*'opt'.*'target'"):
-        cli.load_params(config, str(tmp_path / 'wd'), path, ema='ema_0.5')
+        run_weights.load_params(config, str(tmp_path / 'wd'), path, ema='ema_0.5')
 
 
 def jax_leaves(tree):
@@ -112,21 +114,21 @@ def test_a_truncated_manifest_is_an_error_naming_it(tmp_path):
 
 
 def test_a_flipped_byte_in_an_orbax_array_file_is_named_not_read_as_other_weights(tmp_path):
-    from lct_jax import cli
+    from lct_jax.modes import run_weights
     from lct_jax.train import checkpoints
     from tests.fuzz import corpus, harness
     shutil.copytree(os.path.join(harness.seed_root(), 'orbax', 'wd'), tmp_path / 'wd')  # corpus.orbax_workdir's
     wd = str(tmp_path / 'wd')
     step = os.path.join(wd, 'checkpoints', '1')
     assert os.path.exists(os.path.join(step, checkpoints.SEAL_FILE))
-    cli.load_params(corpus.smoke_config(), wd)  # intact: reads
+    run_weights.load_params(corpus.smoke_config(), wd)  # intact: reads
     data_dir = os.path.join(step, 'default', 'd')
     victim = os.path.join(data_dir, sorted(os.listdir(data_dir))[0])
     b = bytearray(open(victim, 'rb').read())
     b[len(b) // 2] ^= 0x10
     open(victim, 'wb').write(bytes(b))
     with pytest.raises(checkpoints.CheckpointError, match=f'{step} is damaged: 1 file.*{victim}'):
-        cli.load_params(corpus.smoke_config(), wd)
+        run_weights.load_params(corpus.smoke_config(), wd)
 
 
 def test_images_of_every_mode_decode_and_bombs_are_refused(tmp_path):

@@ -96,6 +96,7 @@ def test_codec_by_hub_id_builds_the_config_json_architecture_and_equals_diffuser
     import jax
     import ml_collections
     import torch
+
     from lct_jax.models.autoencoder import make_codec
     _, ref = small_vae
     cfg = ml_collections.ConfigDict(dict(kind='kl', weights=REPO, scale_factor=0.18215))
@@ -122,6 +123,7 @@ def test_mesh_decoder_takes_the_vae_weights_as_inputs_not_constants(small_vae, o
     instead makes its biggest constant 294,980 characters long: this test then fails.)"""
     import jax
     import ml_collections
+
     from lct_jax import parallel
     from lct_jax.evaluation import sharded
     from lct_jax.models.autoencoder import make_codec

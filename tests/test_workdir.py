@@ -22,11 +22,16 @@ import time
 import pytest
 
 from lct_jax.train import checkpoints
-from lct_jax.train.metric_writer import DROPPED, METRICS, MetricWriter, split_history, truncate_history
+from lct_jax.train.metric_writer import (
+    DROPPED,
+    METRICS,
+    MetricWriter,
+    split_history,
+    truncate_history,
+)
 from lct_jax.workdir import record
 from lct_jax.workdir.lock import LOCK_FILE, WorkdirLock, WorkdirLockedError
 from tests import runs
-
 
 # --- helpers -----------------------------------------------------------------
 

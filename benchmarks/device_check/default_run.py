@@ -8,7 +8,7 @@ import time
 
 from configs import default
 from device_check.basics import Budget, Sizes
-from lct_jax import cli
+from lct_jax.modes import evaluate as evaluate_mode
 from lct_jax.train import loop
 
 # The default run on 2 CPU cores (README.md, "The default run", measured with `time`): 9 min 41 s,
@@ -32,7 +32,7 @@ def default_run(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
     metrics = loop.train(config, workdir, show_progress=False)
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rows = cli.evaluate(config, workdir)
+    rows = evaluate_mode.evaluate(config, workdir)
     eval_s = time.perf_counter() - t0
     fd = {f"fd_{r['sampler'].replace('-', '')}": r['fid'] for r in rows}
     return {'steps': config.total_steps, 'batch': config.batch_size, 'train_wall_seconds': train_s,

@@ -11,11 +11,16 @@ import time
 
 import jax
 import numpy as np
+from common import (  # benchmarks/common.py
+    StepRunner,
+    host_pairing_seconds,
+    paired_batch,
+    random_batch,
+)
 
-from common import StepRunner, host_pairing_seconds, paired_batch, random_batch  # benchmarks/common.py
 from device_check.basics import Budget, Sizes, build_step, median_seconds
 from device_check.steps import paper_config
-from lct_jax import coupling
+from lct_jax.data import coupling
 
 OTT_PR_656_SECONDS_256 = 0.171
 

@@ -10,12 +10,28 @@ import time
 import jax
 import numpy as np
 import optax
+from common import (  # benchmarks/common.py
+    StepRunner,
+    analytic_forward_flops,
+    paired_batch,
+    random_batch,
+)
 
-from common import StepRunner, analytic_forward_flops, paired_batch, random_batch  # benchmarks/common.py
 from configs import celebahq256
-from device_check.basics import (Budget, Sizes, build_step, device_memory, flops_of, median_seconds, memory_of,
-                                 peak_of, random_params, shrink_unet)
+from device_check.basics import (
+    Budget,
+    Sizes,
+    build_step,
+    device_memory,
+    flops_of,
+    median_seconds,
+    memory_of,
+    peak_of,
+    random_params,
+    shrink_unet,
+)
 from lct_jax.builders import build_model, build_objective
+from lct_jax.objectives.base import Batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CPU_REFERENCE = os.path.join(HERE, 'cpu_reference.json')
@@ -158,10 +174,15 @@ def dit_and_fsdp(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
     return out
 
 
+JVP_OBJECTIVES = ('meanflow', 'sct', 'imf')
+
+
 def meanflow_step(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
-    """Part 10: the MeanFlow update (one jax.jvp, float32 inside) on the paper's UNet and per-device
-    batch 32, against part 1's sLCT update of the same network and batch (benchmarks/meanflow_step.py
-    on the device). MeanFlow keeps the sLCT config's norms here, so only the objective differs."""
+    """Part 10: the JVP-based updates (MeanFlow, sCT, improved MeanFlow; float32 inside) on the paper's
+    UNet and per-device batch 32, against part 1's sLCT update of the same network and batch
+    (benchmarks/objective_step.py on the device). Each keeps the sLCT config's norms here, so only the
+    objective (and its heads) differs. MeanFlow's fields keep their names; sCT's and iMF's are
+    <objective>, <objective>_time_ratio, <objective>_xla_memory_ratio."""
     slct_runs = ctx.get('update_step') or {}
     out = {}
     per_device = sizes.step_batches[-1]
@@ -172,18 +193,24 @@ def meanflow_step(mesh, sizes: Sizes, budget: Budget, ctx: dict) -> dict:
             continue
         print(f'  meanflow update step {name}', flush=True)
         slct_config = paper_config(sizes, per_device, dtype)
-        config = paper_config(sizes, per_device, dtype, variant='meanflow')
-        with config.unlocked():
-            config.model.update(block_norm=slct_config.model.block_norm, out_norm=slct_config.model.out_norm)
         try:
-            mf = measure_update(config, mesh, sizes, steps=max(3, sizes.timed_steps // 2))
             slct = slct_runs.get(name)
             if not slct or 'step_seconds_median' not in slct:   # part 1 did not get to it
                 slct = measure_update(slct_config, mesh, sizes, steps=max(3, sizes.timed_steps // 2))
-            out[name] = {'meanflow': mf, 'slct_step_seconds_median': slct['step_seconds_median'],
-                         'time_ratio': mf['step_seconds_median'] / slct['step_seconds_median'],
-                         'xla_memory_ratio': (mf['xla_memory'].get('estimate_gb') or 0)
-                         / max(slct['xla_memory'].get('estimate_gb') or 0, 1e-12)}
+            out[name] = {'slct_step_seconds_median': slct['step_seconds_median']}
+            for objective in JVP_OBJECTIVES:
+                if budget.left() <= 0:
+                    out[name][objective] = {'skipped': 'time budget spent'}
+                    continue
+                config = paper_config(sizes, per_device, dtype, variant=objective)
+                with config.unlocked():
+                    config.model.update(block_norm=slct_config.model.block_norm, out_norm=slct_config.model.out_norm)
+                run = measure_update(config, mesh, sizes, steps=max(3, sizes.timed_steps // 2))
+                prefix = '' if objective == 'meanflow' else f'{objective}_'
+                out[name].update({objective: run,
+                                  f'{prefix}time_ratio': run['step_seconds_median'] / slct['step_seconds_median'],
+                                  f'{prefix}xla_memory_ratio': (run['xla_memory'].get('estimate_gb') or 0)
+                                  / max(slct['xla_memory'].get('estimate_gb') or 0, 1e-12)})
         except Exception as e:  # noqa: BLE001 - one dtype's failure keeps the other
             out[name] = {'error': f'{type(e).__name__}: {e}'[:1500]}
         print(f'    {json.dumps({k: v for k, v in out[name].items() if not isinstance(v, dict)})[:400]}', flush=True)
@@ -216,7 +243,8 @@ def loss_and_grad_norm(precision: str | None) -> dict:
 
     def run():
         params = random_params(model.init, jax.random.key(0), x[:1], np.zeros((1,), np.float32))['params']
-        grad_fn = jax.jit(jax.value_and_grad(lambda p: obj.loss(p, model.apply, x, z, jax.random.key(3), 100)[0]))
+        batch = Batch(x, z, np.ones((shape[0],), np.float32))
+        grad_fn = jax.jit(jax.value_and_grad(lambda p: obj.loss(p, model, batch, jax.random.key(3), 100)[0]))
         loss, grads = grad_fn(params)
         return {'loss': float(loss), 'grad_norm': float(optax.global_norm(grads)),
                 'param_norm': float(optax.global_norm(params))}

@@ -8,11 +8,11 @@ import os
 import tempfile
 import time
 
+import host_pipeline  # benchmarks/host_pipeline.py
 import jax
 import numpy as np
-
-import host_pipeline  # benchmarks/host_pipeline.py
 from common import StepRunner, paired_batch, random_batch
+
 from device_check.basics import Budget, Sizes, build_step, median_seconds
 from device_check.steps import paper_config
 from lct_jax.data import pipeline as pipeline_lib

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from common import paired_batch, random_batch
+
 from configs import default
 from lct_jax.train import loop
 

@@ -8,17 +8,18 @@ import os
 import tempfile
 import time
 
-import numpy as np
-
 import host_pipeline
+import numpy as np
 import pairing
 from common import analytic_forward_flops
+
 from configs import celebahq256, default
 
 
 def reader_rate(shape, batch, n=4096, steps=20):
     """Examples/s of the input pipeline reading (no pairing) `steps` batches of random latents."""
-    from lct_jax.data import encode as encode_lib, latents, tfrecord
+    from lct_jax.data import encode as encode_lib
+    from lct_jax.data import latents, tfrecord
     from lct_jax.data.pipeline import InputPipeline, Normalizer
     d = tempfile.mkdtemp()
     names = [latents.shard_name(i, 2) for i in range(2)]

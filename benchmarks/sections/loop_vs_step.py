@@ -6,8 +6,8 @@ import os
 import tempfile
 
 import numpy as np
-
 from common import StepRunner, paired_batch, random_batch, timeit
+
 from configs import default
 from lct_jax.train import loop
 

@@ -5,9 +5,16 @@ from __future__ import annotations
 import time
 
 import jax
+from common import (
+    StepRunner,
+    host_pairing_seconds,
+    paired_batch,
+    paper_config,
+    random_batch,
+    timeit,
+)
 
-from common import StepRunner, host_pairing_seconds, paired_batch, paper_config, random_batch, timeit
-from lct_jax import coupling, hlo
+from lct_jax.data import coupling, hlo
 from lct_jax.train import loop
 
 

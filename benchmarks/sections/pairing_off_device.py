@@ -10,6 +10,7 @@ import os
 
 import pairing
 from common import analytic_forward_flops
+
 from configs import celebahq256, default
 
 

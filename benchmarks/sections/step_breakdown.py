@@ -10,12 +10,20 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from common import (
+    StepRunner,
+    analytic_forward_flops,
+    host_pairing_seconds,
+    matmul_peak,
+    paired_batch,
+    random_batch,
+    timeit,
+    timeit_side_by_side,
+)
 
-from common import (StepRunner, analytic_forward_flops, host_pairing_seconds, matmul_peak, paired_batch,
-                    random_batch, timeit, timeit_side_by_side)
 from configs import celebahq256, default
 from lct_jax import hlo
-from lct_jax.objective import slct_loss
+from lct_jax.objectives.slct import slct_loss
 from lct_jax.train import loop
 from lct_jax.train.state import make_optimizer
 

@@ -45,26 +45,30 @@ def train(variant, workdir):
 
 def evaluate(variant, workdir, steps=STEPS):
     from configs import default
-    from lct_jax import cli, sampling
+    from lct_jax.modes import run_weights, sample as sample_mode
+    from lct_jax.evaluation import reference as reference_mod
+    from lct_jax import builders as builders_mod
+    from lct_jax import sampling
+    from lct_jax.sampling import ode as ode_sampling
     from lct_jax.builders import build_objective
     from lct_jax.evaluation import fid, precision_recall
     from lct_jax.evaluation.features import make_features
     config = default.get_config(variant)
     features = make_features(config)
-    real = cli.reference_features(config, workdir, {'fid': features}, {'fid': None})['fid']
+    real = reference_mod.reference_features(config, workdir, {'fid': features}, {'fid': None})['fid']
     mu_r, sigma_r = fid.statistics(real)
-    normalizer = cli.normalizer_of(config, workdir)
+    normalizer = builders_mod.make_normalizer(config, workdir)
     obj = build_objective(config)
     if variant == 'ldm':
-        curve = [sampling.ode_spec(*LDM_CURVE_SAMPLER, obj)]
-        last = [sampling.ode_spec(m, n, obj) for m, n in LDM_SAMPLERS]
+        curve = [ode_sampling.ode_spec(*LDM_CURVE_SAMPLER, obj)]
+        last = [ode_sampling.ode_spec(m, n, obj) for m, n in LDM_SAMPLERS]
     else:
         curve = last = sampling.configured_samplers(config.sampling, obj)
     rows = []
     for step in steps:
-        params, desc = cli.load_params(config, workdir, os.path.join(workdir, 'checkpoints', str(step)))
+        params, desc = run_weights.load_params(config, workdir, os.path.join(workdir, 'checkpoints', str(step)))
         for spec in (last if step == STEPS[-1] else curve):
-            images, _ = cli.generate(config, params, spec, config.sampling.num_samples, normalizer,
+            images, _ = sample_mode.generate(config, params, spec, config.sampling.num_samples, normalizer,
                                      show_progress=False)
             feats = features(images)
             p, r = precision_recall.precision_recall(real, feats, 3)

@@ -14,7 +14,6 @@ manifest, and tfds metadata (so `tfds.builder_from_directory` reads the shards).
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 
@@ -23,8 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from lct_jax import parallel
+from lct_jax import parallel, writer
 from lct_jax.data import latents, tfrecord
+from lct_jax.data.tfds_metadata import write_tfds_metadata
 from lct_jax.progress import Progress
 
 
@@ -41,6 +41,7 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
                    examples_per_shard: int = 2048, show_progress: bool = True) -> dict:
     """Encode every image of `source` into `latent_dir`; returns the manifest."""
     os.makedirs(latent_dir, exist_ok=True)
+    writer.remove_stale_temporaries(latent_dir)  # the shards a killed encode was writing
     n = len(source)
     num_shards = max(1, math.ceil(n / examples_per_shard))
     names = [latents.shard_name(i, num_shards) for i in range(num_shards)]
@@ -60,7 +61,7 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
     done = 0
     for i in todo:
         lo, hi = i * examples_per_shard, min((i + 1) * examples_per_shard, n)
-        with tfrecord.TFRecordWriter(os.path.join(latent_dir, names[i])) as writer:
+        with tfrecord.TFRecordWriter(os.path.join(latent_dir, names[i])) as shard:
             for start in range(lo, hi, batch_size):
                 idx = np.arange(start, min(start + batch_size, hi))
                 images = source.images(idx).astype(np.float32) / 127.5 - 1.0
@@ -70,7 +71,7 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
                 z = np.asarray(codec.encode(keys, jnp.asarray(images)), np.float32)
                 labels = source.labels(idx) if source.classes else [None] * len(idx)
                 for j, latent, label in zip(idx, z, labels):
-                    writer.write(tfrecord.encode_latent(latent, int(j), label))
+                    shard.write(tfrecord.encode_latent(latent, int(j), label))
                 done += len(idx)
                 progress.update(done, f'shard {i + 1}/{num_shards}')
     progress.close()
@@ -87,10 +88,7 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
     }
     if jax.process_index() == 0:
         write_stats(latent_dir, names, codec.scale_factor, tuple(manifest['shape']))
-        tmp = os.path.join(latent_dir, latents.MANIFEST + '.partial')
-        with open(tmp, 'w') as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, os.path.join(latent_dir, latents.MANIFEST))
+        writer.write_json(os.path.join(latent_dir, latents.MANIFEST), manifest)
         offer_to_tfds(latent_dir, manifest,
                       [min(examples_per_shard, n - i * examples_per_shard) for i in range(num_shards)])
     if jax.process_count() > 1:
@@ -101,7 +99,6 @@ def encode_dataset(source, codec, latent_dir: str, *, seed: int = 0, batch_size:
 def offer_to_tfds(latent_dir: str, manifest: dict, shard_lengths) -> None:
     """tfds metadata beside the shards, where tensorflow-datasets is installed (nothing needs it)."""
     try:
-        from lct_jax.data.tfds_metadata import write_tfds_metadata
         write_tfds_metadata(latent_dir, manifest, shard_lengths)
     except ImportError:
         pass
@@ -121,6 +118,5 @@ def write_stats(latent_dir: str, shard_names, scale_factor: float, shape) -> Non
     mean = total / count
     var = (total_sq - count * mean**2) / max(count - 1, 1)
     std = np.sqrt(np.maximum(var, 0.0))
-    tmp = os.path.join(latent_dir, 'stats.partial.npz')
-    np.savez(tmp, mean=mean.astype(np.float32), std=std.astype(np.float32), count=count)
-    os.replace(tmp, os.path.join(latent_dir, latents.STATS))
+    writer.write_npz(os.path.join(latent_dir, latents.STATS), mean=mean.astype(np.float32),
+                     std=std.astype(np.float32), count=count)

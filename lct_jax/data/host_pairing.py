@@ -23,7 +23,7 @@ import os
 import jax
 import numpy as np
 
-from lct_jax import coupling
+from lct_jax.data import coupling
 from lct_jax.step_rng import step_noise
 
 

@@ -27,6 +27,11 @@ MANIFEST = 'manifest.json'
 STATS = 'stats.npz'
 
 
+def latent_dir_of(config, workdir: str) -> str:
+    """Where a run's encoded dataset is: data.latent_dir, or <workdir>/latents."""
+    return config.data.latent_dir or os.path.join(workdir, 'latents')
+
+
 def shard_name(i: int, n: int) -> str:
     return f'shard-{i:05d}-of-{n:05d}.tfrecord'
 

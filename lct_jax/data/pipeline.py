@@ -9,8 +9,9 @@ or devices, and a resumed run sees the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import collections
+import concurrent.futures
+from typing import NamedTuple
 
 import numpy as np
 
@@ -90,15 +91,31 @@ class Normalizer:
         return tails.heavy_tail_inverse(x / self.sigma_data, self.tail_power) * self.std + self.mean
 
 
+class HostBatch(NamedTuple):
+    """This process's rows of a global batch: the normalised data, and (given a pairer) its paired
+    noise and per-row cost ratio, and (class-conditional) its int32 labels; None where absent.
+    The loop turns it into the objectives' `Batch` on the mesh, field by field."""
+    x: np.ndarray
+    z: np.ndarray | None = None
+    ot_ratio: np.ndarray | None = None
+    labels: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, x, pairer=None, step: int = 0, labels=None) -> 'HostBatch':
+        """x with its noise drawn and paired by `pairer` at `step` (None: the device placement's
+        step pairs it); the OT pairing permutes the noise to the rows, so each row keeps its label."""
+        z, ratio = pairer(step, x) if pairer is not None else (None, None)
+        return cls(x, z, ratio, labels)
+
+
 class InputPipeline:
     """Iterates this process's rows of the global batches from `start_step` on.
 
     Reading (and, given a `pairer`, drawing the noise and OT-pairing it, see
     `host_pairing.HostPairer`) runs `prefetch` steps ahead in a thread pool, so
     the accelerator never waits on the disk or the pairing in steady state.
-    Yields x, or (x, z paired, per-row cost ratio) with a pairer; with `labels`
-    (a class-conditional model) the int32 class labels of the rows come last:
-    (x, labels), or (x, z, ratio, labels).
+    Yields a `HostBatch`: x, with its paired noise and per-row cost ratio given a pairer, and
+    the rows' int32 class labels with `labels` (a class-conditional model).
 
     read_processes: 0 reads (and normalises) in those threads, which share one core through the
     GIL; N > 0 hands each step's reading to N worker processes (`parallel_reader.ProcessReader`),
@@ -131,20 +148,14 @@ class InputPipeline:
         latents, labels = self.dataset.read_labeled_batch(idx)
         return self.normalizer.normalize(latents).astype(np.float32), labels
 
-    def _prepare(self, step: int):
-        if self.labels:
-            x, y = self.local_labeled_batch(step)
-            # The OT pairing permutes the noise to the rows, so each row keeps its label.
-            return (x, y) if self.pairer is None else (x, *self.pairer(step, x), y)
-        x = self.local_batch(step)
-        if self.pairer is None:
-            return x
-        return (x, *self.pairer(step, x))
+    def _prepare(self, step: int) -> HostBatch:
+        x, y = self.local_labeled_batch(step) if self.labels else (self.local_batch(step), None)
+        return HostBatch.of(x, self.pairer, step, y)
 
     def __iter__(self):
         return self
 
-    def __next__(self) -> np.ndarray:
+    def __next__(self) -> HostBatch:
         while len(self._queue) < self._prefetch:
             self._queue.append(self._pool.submit(self._prepare, self._next_submit))
             self._next_submit += 1

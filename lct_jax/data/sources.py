@@ -24,6 +24,9 @@ import zlib
 import numpy as np
 from PIL import Image
 
+from lct_jax.data import example_codec, tfrecord
+from lct_jax.untrusted import UnreadableFileError
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.webp', '.bmp')
 # Beyond this aspect ratio the centre is cut out before resizing: a 1 x 100,000 image must not
 # become a 256 x 25,600,000 intermediate (a resize bomb). Ordinary photos never reach it.
@@ -215,7 +218,6 @@ class TfdsSource(Source):
         return self._len
 
     def _features(self, payload: bytes) -> dict:
-        from lct_jax.data import example_codec
         try:
             return example_codec.decode_example(payload)
         except ValueError as e:  # a record that passed its checksum but holds no Example
@@ -279,7 +281,6 @@ class _metadata_errors:
         if exc_type is None or issubclass(exc_type, (ValueError, KeyboardInterrupt, SystemExit)) and \
                 str(exc).startswith('tfds '):
             return False
-        from lct_jax.untrusted import UnreadableFileError
         raise UnreadableFileError(f'{self.where} (or features.json beside it): the tfds metadata cannot be read: '
                                   f'{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}') from None
 
@@ -295,7 +296,6 @@ def _tfds_builder(name: str, data_dir: str | None):
         try:
             return tfds.builder_from_directory(path)
         except Exception as e:  # noqa: BLE001 - tfds raises ParseError, KeyError, TypeError ... for damaged files
-            from lct_jax.untrusted import UnreadableFileError
             raise UnreadableFileError(f'{os.path.join(path, "dataset_info.json")} (or features.json beside it): '
                                       f'the tfds metadata cannot be read: {type(e).__name__}: '
                                       f'{str(e).splitlines()[0] if str(e) else ""}') from None
@@ -328,7 +328,6 @@ class TFRecordSplit:
         return self._starts[-1]
 
     def read(self, index: int) -> bytes:
-        from lct_jax.data import tfrecord
         if not 0 <= index < len(self):
             raise IndexError(f'record {index} of a split of {len(self)}')
         k = bisect.bisect_right(self._starts, index) - 1

@@ -64,7 +64,6 @@ def heavy_tail(u, p: float):
     """g_p(u) = u (1 + u^2)^(p/2) / k_p, elementwise; the identity at p = 0."""
     if check_power(p) == 0.0:
         return u
-    xp = _xp(u)
     return u * (1.0 + u * u) ** (0.5 * p) / variance_scale(p)
 
 

@@ -21,6 +21,7 @@ import struct
 import crc32c
 import numpy as np
 
+from lct_jax import writer
 from lct_jax.data import example_codec
 
 _MASK_DELTA = 0xA282EAD8
@@ -45,20 +46,18 @@ def frame(payload: bytes) -> bytes:
 
 
 class TFRecordWriter:
-    """Writes `path` atomically: records go to `path.partial`, renamed on close."""
+    """Writes `path` atomically (lct_jax/writer.py): records go to a temporary file beside it,
+    fsynced and renamed on close."""
 
     def __init__(self, path: str):
         self.path = path
-        self._f = open(path + '.partial', 'wb')
+        self._f = writer.AtomicFile(path, 'wb', durable=True)
 
     def write(self, payload: bytes) -> None:
         self._f.write(frame(payload))
 
     def close(self) -> None:
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        os.replace(self.path + '.partial', self.path)
+        self._f.commit()
 
     def __enter__(self):
         return self
@@ -67,8 +66,7 @@ class TFRecordWriter:
         if exc_type is None:
             self.close()
         else:  # leave no half-written shard behind under the final name
-            self._f.close()
-            os.remove(self.path + '.partial')
+            self._f.abort()
 
 
 def index_records(path: str) -> list[tuple[int, int]]:

@@ -1,11 +1,6 @@
-"""FID over training steps and over NFE: `--mode=evaluate --checkpoints=all` (or `--checkpoints=10,20`;
-`--checkpoint=all` and `--checkpoint=10,20` are the same).
-
-Every checkpoint named (all of <workdir>/checkpoints/<step>, or the listed steps) that has no
-row yet in results.json for each configured sampler (same EMA, same number of samples) is
-evaluated, one checkpoint after another, its rows appended before the next starts: a run
-stopped halfway resumes where it stopped. One Evaluator serves them all (reference statistics
-and compiled samplers made once). Then, from every row in results.json:
+"""FID over training steps and over NFE: which checkpoints `--mode=evaluate --checkpoints=all` (or
+`--checkpoints=10,20`; `--checkpoint=all` and `--checkpoint=10,20` are the same) evaluates, which
+it has already, and the plots drawn from every row in results.json (modes/evaluate.py runs them):
 
   fid_over_steps.png   FID against the training step, one line per sampler
   fid_over_nfe.png     FID against the number of network evaluations at the latest step
@@ -13,38 +8,12 @@ and compiled samplers made once). Then, from every row in results.json:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 
+from lct_jax import writer
+
 STEP_OF = re.compile(r'^step (\d+):(.+)$')
-
-
-def curve_samplers(config) -> list | None:
-    """evaluation.curve_samplers as SamplerSpecs ('consistency:<ts>', 'euler:<steps>', 'heun:<steps>'),
-    or None (the configured samplers)."""
-    from lct_jax import sampling
-    from lct_jax.builders import build_objective
-    names = tuple(config.evaluation.get('curve_samplers', ()) or ())
-    if not names:
-        return None
-    obj, specs = build_objective(config), []
-    for name in names:
-        method, _, arg = str(name).partition(':')
-        try:
-            if method == 'consistency':
-                spec = sampling.consistency_spec('', tuple(int(t) for t in arg.split(',')),
-                                                 config.sampling.grid_steps, obj)
-                # named by its NFE, as the configured ones: (0, 420, 640) is '2-step' (the last index costs nothing)
-                specs.append(dataclasses.replace(spec, label=f'{spec.nfe}-step'))
-            elif method in sampling.ODE_METHODS:
-                specs.append(sampling.ode_spec(method, int(arg), obj))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f'evaluation.curve_samplers: {name!r}; expected consistency:<t0,t1,...>, '
-                             f'euler:<steps> or heun:<steps>') from None
-    return specs
 
 
 def wants_curves(checkpoint: str) -> bool:
@@ -82,39 +51,10 @@ def evaluated(rows: list[dict], ema: str, num: int) -> set[tuple[int, str]]:
     return out
 
 
-def evaluate_checkpoints(config, workdir: str, which: str, say=print) -> list[dict]:
-    """Rows of the checkpoints not yet evaluated (appended to results.json as each finishes), then plots."""
-    import jax
-    from lct_jax import cli
-    from lct_jax.evaluation import results, table1
-    from lct_jax.evaluation.evaluator import Evaluator
-    steps = checkpoint_steps(workdir, which)
-    ema, num = config.sampling.ema, config.sampling.num_samples
-    path = os.path.join(workdir, 'results.json')
-    old = (table1.evaluation_rows(path)[0] or []) if os.path.exists(path) else []
-    done = evaluated(old, ema, num)
-    from lct_jax import sampling
-    from lct_jax.builders import build_objective
-    specs = curve_samplers(config) or sampling.configured_samplers(config.sampling, build_objective(config))
-    evaluator, new = None, []
-    for step in steps:
-        if all((step, s.label) in done for s in specs):
-            continue
-        if evaluator is None:  # reference statistics and samplers once, for every checkpoint
-            evaluator = Evaluator(config, workdir, samplers=specs)
-        params, desc = cli.load_params(config, workdir, os.path.join(workdir, 'checkpoints', str(step)))
-        rows = [dict(r, step=step) for r in evaluator.rows(params, desc)]
-        if jax.process_index() == 0:
-            results.append_rows(workdir, rows)
-            say(f'evaluated step {step}: ' + ', '.join(f'{r["sampler"]} FID {r["fid"]:.4g}' for r in rows))
-        new += rows
-    if jax.process_index() == 0:
-        every = (table1.evaluation_rows(path)[0] or []) if os.path.exists(path) else []
-        written = plot_curves([r for r in every if STEP_OF.match(str(r.get('checkpoint', '')))
-                               and STEP_OF.match(r['checkpoint']).group(2) == ema and r.get('num_samples') == num],
-                              workdir)
-        say(f'curves: {", ".join(written)} ({len(new)} new row(s) in {path})')
-    return new
+def rows_of(rows: list[dict], ema: str, num: int) -> list[dict]:
+    """The rows of checkpoint evaluations with this EMA and sample count (what the curves draw)."""
+    return [r for r in rows if STEP_OF.match(str(r.get('checkpoint', '')))
+            and STEP_OF.match(r['checkpoint']).group(2) == ema and r.get('num_samples') == num]
 
 
 def plot_curves(rows: list[dict], out_dir: str) -> list[str]:
@@ -139,7 +79,7 @@ def plot_curves(rows: list[dict], out_dir: str) -> list[str]:
     ax.legend()
     fig.tight_layout()
     written.append(os.path.join(out_dir, 'fid_over_steps.png'))
-    fig.savefig(written[-1], dpi=100)
+    writer.save_figure(fig, written[-1], dpi=100)
     plt.close(fig)
     last = max((step for step, _ in latest), default=None)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -156,6 +96,6 @@ def plot_curves(rows: list[dict], out_dir: str) -> list[str]:
     ax.set_title(f'FID over NFE at step {last}')
     fig.tight_layout()
     written.append(os.path.join(out_dir, 'fid_over_nfe.png'))
-    fig.savefig(written[-1], dpi=100)
+    writer.save_figure(fig, written[-1], dpi=100)
     plt.close(fig)
     return written

@@ -31,35 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lct_jax.cache_dirs import file_fingerprint
-
-
-class FeatureNet:
-    """A feature network as a pure function and its weights.
-
-    apply(params, images uint8 NHWC) -> (N, dims) float32, traceable: the same function gives the
-    generated images' features on the mesh and the real images' on the host, so the two agree.
-    """
-
-    def __init__(self, apply, params, dims: int, fingerprint: dict, batch_size: int = 100):
-        self.apply, self.params, self.dims = apply, params, dims
-        self.fingerprint, self.batch_size = fingerprint, batch_size
-        self._jitted = jax.jit(apply)
-
-    def identity(self) -> dict:
-        """The network and its weights, the same on any machine: the fingerprint without the weights
-        file's path, size and time, with the weights' SHA-256 (what a statistics file records)."""
-        fp = {k: v for k, v in self.fingerprint.items() if k not in ('weights', 'size', 'mtime_ns')}
-        if 'weights_sha256' not in fp and 'weights' in self.fingerprint:
-            from lct_jax.models.autoencoder import file_sha256
-            fp['weights_sha256'] = file_sha256(self.fingerprint['weights'])
-        return fp
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """(N, dims) float64 features of host images, in batches on the default device."""
-        out = [np.asarray(self._jitted(self.params, jnp.asarray(images[i:i + self.batch_size])), np.float64)
-               for i in range(0, len(images), self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dims))
+from lct_jax.cache_dirs import cache_root, cached_arrays, file_fingerprint
+from lct_jax.evaluation.feature_net import FeatureNet
+from lct_jax.evaluation.vgg16_features import vgg16_features
+from lct_jax.models.convert import inception_params_from_torch, load_state_dict
+from lct_jax.models.inception import InceptionV3
+from lct_jax.weights import inception_weights_file, vgg16_weights_file
 
 
 def unit_rgb(images):
@@ -70,9 +47,6 @@ def unit_rgb(images):
 
 def inception_features(weights_path: str, batch_size: int = 100) -> FeatureNet:
     """images uint8 NHWC (3 channels; grey is repeated) -> (N, 2048) pool3 features."""
-    from lct_jax.models.convert import inception_params_from_torch, load_state_dict
-    from lct_jax.models.inception import InceptionV3
-    from lct_jax.weights import inception_weights_file
     weights_path = inception_weights_file(weights_path)  # a local file, or pytorch-fid's URL via the cache
     model = InceptionV3()
     variables = inception_params_from_torch(load_state_dict(weights_path), model)
@@ -84,7 +58,6 @@ def inception_features(weights_path: str, batch_size: int = 100) -> FeatureNet:
 def _digits_mlp(resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """(w, b) of the MLP's hidden layer: from the on-disk cache, else trained and cached."""
     import sklearn
-    from lct_jax.cache_dirs import cache_root, cached_arrays
 
     def train():
         clf = _train_digits_mlp(resolution)
@@ -141,9 +114,8 @@ def make_features(config, kind: str | None = None):
     if kind == 'inception':
         return inception_features(config.evaluation.inception_weights)
     if kind == 'vgg16':
-        from lct_jax.evaluation.vgg16_features import vgg16_features
-        from lct_jax.weights import vgg16_weights_file  # a local file, or torchvision's URL via the cache
         ev = config.evaluation
+        # a local file, or torchvision's URL via the cache
         return vgg16_features(vgg16_weights_file(ev.vgg16_weights), ev.vgg16_input, ev.vgg16_fc2_relu)
     if kind == 'digits_mlp':
         return digits_mlp_features(config.data.resolution)

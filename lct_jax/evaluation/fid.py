@@ -12,6 +12,9 @@ import warnings
 import numpy as np
 from scipy import linalg
 
+from lct_jax import writer
+from lct_jax.untrusted import UnreadableFileError, finite_array, load_npz
+
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), in float64 like pytorch-fid."""
@@ -75,16 +78,12 @@ def save_stats(path: str, mu, sigma, overwrite: bool = False, extra: dict | None
         path = path[:-len('.npz')] + '.new.npz' if path.endswith('.npz') else path + '.new.npz'
         print(f'note: other statistics exist at {path.replace(".new.npz", ".npz")}; kept, the new ones '
               f'written to {path} (pass overwrite=True to replace)', file=sys.stderr, flush=True)
-    tmp = path + '.partial.npz'
-    np.savez(tmp, mu=mu, sigma=sigma, **(extra or {}))
-    os.replace(tmp, path)
-    return path
+    return writer.write_npz(path, mu=mu, sigma=sigma, **(extra or {}))
 
 
 def load_stats(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(mu, sigma) of a statistics file, checked: D-vector and D x D matrix of finite numbers,
     read without pickles (lct_jax/untrusted.py); anything else an error naming the file."""
-    from lct_jax.untrusted import UnreadableFileError, finite_array, load_npz
     f = load_npz(path, 'FID statistics (pytorch-fid\'s .npz: mu, sigma)', required=('mu', 'sigma'))
     what = 'FID statistics'
     mu = finite_array(path, f, 'mu', what, ndim=1)

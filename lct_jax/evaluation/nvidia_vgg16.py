@@ -23,13 +23,19 @@ import argparse
 
 import numpy as np
 
-from lct_jax.models.convert import WeightsError, to_numpy
+from lct_jax import writer
+from lct_jax.models.convert import (
+    WeightsError,
+    load_state_dict,
+    to_numpy,
+    vgg16_params_from_torch,
+    vgg16_torch_names,
+)
+from lct_jax.models.vgg16 import BLOCKS, INPUT_CONVENTIONS, VGG16, preprocess
 
 
 def vgg16_layer_shapes() -> list[tuple[str, tuple[int, ...]]]:
     """(torchvision name, shape) of every weight and bias VGG16's features and fc1/fc2 hold, in order."""
-    from lct_jax.models.convert import vgg16_torch_names
-    from lct_jax.models.vgg16 import BLOCKS
     shapes, c_in = [], 3
     convs = [ch for n, ch in BLOCKS for _ in range(n)]
     names = list(vgg16_torch_names().values())
@@ -64,8 +70,8 @@ def convert(src: str, dst: str) -> dict:
     import torch
     module = torch.jit.load(src, map_location='cpu')
     arrays = extract_vgg16(module.state_dict())
-    np.savez(dst, **arrays)
-    with open(dst + '.code.txt', 'w') as f:
+    writer.write_npz(dst, **arrays)
+    with writer.atomic_file(dst + '.code.txt', 'w') as f:
         f.write(module.code)
         for name, sub in module.named_modules():
             if name and hasattr(sub, 'code'):
@@ -82,8 +88,6 @@ def check(src: str, npz: str, num: int = 2, size: int = 256, seed: int = 0) -> d
     fc2 with / without its ReLU: the smallest error says which settings reproduce the detector."""
     import jax
     import torch
-    from lct_jax.models.convert import load_state_dict, vgg16_params_from_torch
-    from lct_jax.models.vgg16 import INPUT_CONVENTIONS, VGG16, preprocess
     images = np.random.default_rng(seed).integers(0, 256, (num, size, size, 3), dtype=np.uint8)
     module = torch.jit.load(src, map_location='cpu').eval()
     with torch.no_grad():

@@ -75,3 +75,20 @@ def lookup(dataset: str, method: str, nfe: int) -> PaperRow | None:
         if row.method == method and row.nfe == nfe:
             return row
     return None
+
+
+# Sampler families whose rows are looked up in Table 1 by NFE (the LDM-8† row is Euler at 250 NFE);
+# every other family is a few-step sampler whose 1-/2-step rows carry the config's own numbers.
+TABLE1_FAMILIES = ('euler', 'heun')
+
+
+def paper_numbers(ev, family: str, label: str, nfe: int) -> tuple[float | None, float | None]:
+    """The paper's (FID, recall) for a row of `ev` (config.evaluation): the config's 1-/2-step
+    fields for a few-step sampler (they also carry the ablations' logged FIDs and MF-B/2's published
+    6.17), Table 1 by (dataset, method, NFE) for an ODE sampler."""
+    if family not in TABLE1_FAMILIES:
+        one = label == '1-step'
+        return ((ev.paper_fid_1step if one else ev.paper_fid_2step) or None,
+                (ev.paper_recall_1step if one else ev.paper_recall_2step) or None)
+    row = lookup(ev.dataset, ev.method, nfe)
+    return (row.fid, row.recall) if row else (None, None)

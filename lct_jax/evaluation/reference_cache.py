@@ -27,7 +27,9 @@ import os
 import zipfile
 from typing import Callable
 
+from lct_jax import parallel, writer
 from lct_jax.cache_dirs import cache_root, cached_arrays, write_arrays
+from lct_jax.data.latents import read_manifest
 from lct_jax.models.autoencoder import file_sha256
 
 CACHE_VERSION = 1
@@ -35,7 +37,6 @@ CACHE_VERSION = 1
 
 def latent_dir_fingerprint(latent_dir: str) -> dict:
     """The manifest's content and (name, size, mtime_ns) of each shard: what a re-encode changes."""
-    from lct_jax.data.latents import read_manifest
     manifest_json = read_manifest(latent_dir)  # checked: shard names stay inside latent_dir
     with open(os.path.join(latent_dir, 'manifest.json'), 'rb') as f:
         manifest = f.read()
@@ -72,7 +73,6 @@ def _every_process_has(path: str) -> bool:
     if jax.process_count() == 1:
         return readable
     from jax.experimental import multihost_utils
-    from lct_jax import parallel
     _AGREEMENTS[0] += 1
     parallel.barrier(f'lct_jax/reference_cache/{_AGREEMENTS[0]}')
     return bool(np.min(multihost_utils.process_allgather(np.int32(readable))))
@@ -88,6 +88,6 @@ def cached_features(parts: dict, compute: Callable[[], dict], root: str | None =
         features, how = compute(), 'miss'
         write_arrays(path, features)
     if how == 'miss' and os.path.exists(path):
-        with open(path[:-len('.npz')] + '.json', 'w') as f:  # what the key was made of, for a reader
-            json.dump(parts, f, indent=1, sort_keys=True, default=str)
+        # what the key was made of, for a reader
+        writer.write_json(path[:-len('.npz')] + '.json', parts, sort_keys=True, default=str)
     return features, how

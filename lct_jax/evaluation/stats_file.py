@@ -29,6 +29,9 @@ import sys
 
 import numpy as np
 
+from lct_jax.evaluation import fid
+from lct_jax.untrusted import UnreadableFileError, finite_array, load_npz
+
 FORMAT = 'lct_jax.fid_stats/1'
 INCEPTION_DIMS = 2048
 
@@ -67,13 +70,11 @@ def expected_provenance(config, fingerprint: dict) -> dict:
 def save(path: str, mu, sigma, prov: dict, overwrite: bool = False) -> str:
     """Write mu, sigma (pytorch-fid reads these two) and the provenance; the path written (an
     existing file of other statistics is kept, as fid.save_stats does)."""
-    from lct_jax.evaluation import fid
     return fid.save_stats(path, mu, sigma, overwrite, extra={'provenance': np.array(json.dumps(prov, sort_keys=True))})
 
 
 def read(path: str) -> tuple[np.ndarray, np.ndarray, dict | None, str]:
     """(mu, sigma, provenance or None, kind: 'lct_jax' | 'pytorch-fid' | 'adm'), each array checked."""
-    from lct_jax.untrusted import UnreadableFileError, finite_array, load_npz
     what = 'FID statistics (mu, sigma: ours, pytorch-fid\'s or ADM\'s reference batch)'
     # arr_0 (ADM's images) is not read; mu_s / sigma_s only tell the kind.
     arrays = load_npz(path, what, required=('mu', 'sigma'), only=('mu', 'sigma', 'provenance', 'mu_s'))

@@ -16,7 +16,10 @@ import glob
 import os
 import sys
 
+from lct_jax import writer
 from lct_jax.evaluation.paper_table1 import COMPARED, TABLE1, lookup
+from lct_jax.names import check_component
+from lct_jax.untrusted import UnreadableFileError, read_json
 
 
 def results_files(paths) -> list[str]:
@@ -38,7 +41,6 @@ def evaluation_rows(path: str) -> tuple[list[dict] | None, str]:
     """(rows, '') if `path` holds evaluation results: a JSON list of row dicts, each naming its
     sampler and FID (rows written since the format tag carry `format`: ROW_FORMAT); else
     (None, why not), e.g. a study report (a JSON object) or a damaged file, which share the name."""
-    from lct_jax.untrusted import UnreadableFileError, read_json
     try:
         value = read_json(path, "a run's evaluation rows")
     except (UnreadableFileError, OSError) as e:
@@ -104,11 +106,16 @@ def _unmatched(rows, dataset, shown):
     return sorted(extra, key=lambda r: (str(r.get('method')), r.get('nfe') or 0, str(r.get('run'))))
 
 
+COMPARISON_TAG = '<!-- lct_jax.comparison/1: rebuilt by --mode=evaluate from the results.json beside it -->'
+# comparison tables written before the tag had this header line
+COMPARISON_MARKS = (COMPARISON_TAG, '| Model | NFE | FID (paper) | Recall (paper) |')
+
+
 def comparison_markdown(rows, dataset: str) -> str:
     """The reproduction's three kinds of run on one dataset (LDM-8† 250 NFE, iLCT and sLCT at 1/2 NFE)
     with the paper's FID / recall beside ours, then any other rows of ours (other samplers, ablations)."""
     title = TABLE1.get(dataset, (dataset, []))[0]
-    out = [f'## {title}: ours beside the paper\n\n', HEADER]
+    out = [f'{COMPARISON_TAG}\n## {title}: ours beside the paper\n\n', HEADER]
     shown = set()
     for method, nfe in COMPARED:
         ours = _ours(rows, dataset, method, nfe)
@@ -151,10 +158,10 @@ def table1_markdown(rows) -> str:
 def write_comparison(directory: str, dataset: str) -> str:
     """Rebuild <directory>/comparison_<dataset>.md from every results.json one level below it."""
     rows = load_rows([directory])
-    from lct_jax.keep import count_numbers, write_text_keeping
-    path = os.path.join(directory, f'comparison_{dataset}.md')
-    # One holding more numbers (runs since moved away) is kept: the new one goes beside it.
-    return write_text_keeping(path, comparison_markdown(rows, dataset), count_numbers, 'numbers')
+    path = os.path.join(directory, f'comparison_{check_component(dataset, "evaluation.dataset")}.md')
+    # Kept, the new one written beside it: a file that is not our table (no tag: a user's notes), or
+    # one holding more numbers (runs since moved away).
+    return writer.write_keeping(path, comparison_markdown(rows, dataset), writer.count_numbers, COMPARISON_MARKS)
 
 
 def main(argv=None):
@@ -164,8 +171,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     text = table1_markdown(load_rows(args.workdirs))
     if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text)
+        writer.write_text(args.out, text)
         print(f'Table 1 with {len(load_rows(args.workdirs))} rows of ours: {args.out}')
     else:
         sys.stdout.write(text)

@@ -20,6 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lct_jax.models.convert import load_state_dict, vae_params_from_torch
+from lct_jax.weights import resolve_diffusers
+
 SD_SCALE_FACTOR = 0.18215
 
 
@@ -232,7 +235,6 @@ def vae_fields_from_config(config: dict, origin: str) -> dict:
 
 def kl_codec(weights_path: str, scale_factor: float = SD_SCALE_FACTOR, **vae_fields) -> Codec:
     """A KL autoencoder from a local diffusers-format weights file; `vae_fields` set its architecture."""
-    from lct_jax.models.convert import load_state_dict, vae_params_from_torch
     model = AutoencoderKL(**vae_fields)
     params = vae_params_from_torch(load_state_dict(weights_path), model)
 
@@ -263,7 +265,6 @@ def make_codec(cfg, image_channels: int) -> Codec:
     if cfg.kind == 'identity':
         return identity_codec(image_channels)
     if cfg.kind == 'kl':
-        from lct_jax.weights import resolve_diffusers
         resolved = resolve_diffusers(cfg.weights, 'autoencoder.weights')
         fields = vae_fields_from_config(resolved.config, resolved.origin) if resolved.config else {}
         declared = (resolved.config or {}).get('scaling_factor')

@@ -15,6 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from lct_jax import untrusted
+from lct_jax.models.dit import DiT, sincos_2d
+from lct_jax.models.norms import has_scale
+from lct_jax.models.vgg16 import BLOCKS
+from lct_jax.untrusted import UnreadableFileError
+
 
 class WeightsError(ValueError):
     """A weights file does not fit the model: lists everything that is wrong."""
@@ -42,7 +48,6 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
     No format runs code from the file (lct_jax/untrusted.py); a damaged file, or one that
     holds no {name: array} table, is an UnreadableFileError naming it."""
-    from lct_jax import untrusted
     if not os.path.exists(path):
         raise FileNotFoundError(f'weights file not found: {path}')
     if path.endswith('.safetensors'):
@@ -54,7 +59,6 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 
 def state_dict_arrays(obj, path: str, what: str = 'weights') -> dict[str, np.ndarray]:
     """{name: numpy array} of a loaded state dict; UnreadableFileError if it is not one."""
-    from lct_jax.untrusted import UnreadableFileError
     if not isinstance(obj, Mapping):
         raise UnreadableFileError(f'{path}: expected {what} as a state dict {{name: tensor}}, found a '
                                   f'{type(obj).__name__}')
@@ -160,7 +164,6 @@ def _unet_torch_module(flax_module: str) -> str:
 
 def unet_params_from_torch(state_dict: Mapping, model) -> dict:
     """Params for `lct_jax.models.unet.UNet` from a DhariwalUNet state_dict (EDM names)."""
-    from lct_jax.models.norms import has_scale
     r = model.img_resolution
     shapes = param_shapes(model, jnp.zeros((1, r, r, model.in_channels)), jnp.zeros((1,)))
     table = {}
@@ -256,7 +259,6 @@ def inception_params_from_torch(state_dict: Mapping, model) -> dict:
 
 def vgg16_torch_names() -> dict[tuple[str, str], str]:
     """{(flax module, 'kernel' | 'bias'): torchvision name}: convs are features.<i>, fc1/fc2 classifier.0/3."""
-    from lct_jax.models.vgg16 import BLOCKS
     names, index = {}, 0
     for stage, (convs, _) in enumerate(BLOCKS, start=1):
         for i in range(1, convs + 1):
@@ -294,7 +296,6 @@ def dit_params_from_torch(state_dict: Mapping, model) -> dict:
 
     `pos_embed` is not a parameter here (a fixed sin-cos table); the file's copy must equal ours.
     """
-    from lct_jax.models.dit import sincos_2d
     r = model.input_size
     shapes = param_shapes(model, jnp.zeros((1, r, r, model.in_channels)), jnp.zeros((1,)))
     leaf_names = {'kernel': 'weight', 'embedding': 'weight', 'bias': 'bias'}
@@ -319,7 +320,6 @@ def dit_params_from_torch(state_dict: Mapping, model) -> dict:
 
 def model_params_from_torch(state_dict: Mapping, model) -> dict:
     """The authors' state_dict of either backbone: a DhariwalUNet for a UNet, a DiT for a DiT."""
-    from lct_jax.models.dit import DiT
     if isinstance(model, DiT):
         return dit_params_from_torch(state_dict, model)
     return unet_params_from_torch(state_dict, model)

@@ -230,6 +230,11 @@ class DiT(nn.Module):
                                      # residual stream and the output stay float32
     remat: bool = False              # rematerialise each block in the backward pass
     two_times: bool = False          # MeanFlow: a second timestep embedder for h = t - r
+    logvar_head: bool = False        # sCT: a logvar(t) head (return_logvar=True)
+    v_head: bool = False             # improved MeanFlow: a second final layer for v; returns (u, v)
+    guidance_inputs: bool = False    # improved MeanFlow, class-conditional: the CFG scale omega (as
+                                     # 1 - 1/omega) and the interval [t_min, t_max] are embedded into the
+                                     # conditioning, as the iMF authors' in-context tokens carry them
 
     @property
     def out_channels(self) -> int:
@@ -251,10 +256,17 @@ class DiT(nn.Module):
             raise ValueError('DiT: ' + '; '.join(problems))
 
     @nn.compact
-    def __call__(self, x, noise_labels, labels=None, train: bool = False, h=None, drop_labels: bool = True):
+    def __call__(self, x, noise_labels, labels=None, train: bool = False, h=None, drop_labels: bool = True,
+                 omega=None, t_min=None, t_max=None, return_logvar: bool = False):
         """h: the interval t - r of a two-time model (None there: 0, e.g. at init); drop_labels=False
-        keeps the labels as given in training (MeanFlow drops them itself, in its objective)."""
+        keeps the labels as given in training (MeanFlow drops them itself, in its objective);
+        omega, t_min, t_max: the guidance inputs of a model with guidance_inputs (None: no guidance,
+        1, 0, 1); return_logvar: also the logvar head's (B,) output."""
         self.check()
+        if return_logvar and not self.logvar_head:
+            raise ValueError('DiT: return_logvar=True needs logvar_head=True')
+        if (omega is not None or t_min is not None or t_max is not None) and not self.guidance_inputs:
+            raise ValueError('DiT: guidance inputs given to a model without guidance_inputs')
         if h is not None and not self.two_times:
             raise ValueError('DiT: h (a second time) given to a single-time model (two_times=False)')
         r, ch = self.input_size, self.in_channels
@@ -269,8 +281,23 @@ class DiT(nn.Module):
                 jnp.zeros_like(noise_labels) if h is None else h)
         c = c + LabelEmbedder(self.num_classes, self.hidden_size, self.class_dropout_prob,
                               name='y_embedder')(labels, x.shape[0], train and drop_labels)
+        if self.guidance_inputs:
+            ones = jnp.ones_like(noise_labels, jnp.float32)
+            omega = ones if omega is None else jnp.asarray(omega, jnp.float32)
+            c = c + TimestepEmbedder(self.hidden_size, name='omega_embedder')(1.0 - 1.0 / omega)
+            c = c + TimestepEmbedder(self.hidden_size, name='t_min_embedder')(0 * ones if t_min is None else t_min)
+            c = c + TimestepEmbedder(self.hidden_size, name='t_max_embedder')(ones if t_max is None else t_max)
         block_cls = nn.remat(DiTBlock) if self.remat else DiTBlock
         for i in range(self.depth):
             tokens = block_cls(self.num_heads, self.mlp_ratio, self.dtype, name=f'blocks_{i}')(tokens, c)
         out = FinalLayer(self.patch_size, self.out_channels, self.dtype, name='final_layer')(tokens, c)
-        return unpatchify(out.astype(jnp.float32), self.patch_size, self.out_channels)
+        out = unpatchify(out.astype(jnp.float32), self.patch_size, self.out_channels)
+        if self.v_head:
+            v = FinalLayer(self.patch_size, self.out_channels, self.dtype, name='v_final_layer')(tokens, c)
+            out = (out, unpatchify(v.astype(jnp.float32), self.patch_size, self.out_channels))
+        if self.logvar_head:
+            logvar = nn.Dense(1, kernel_init=nn.initializers.zeros, name='logvar_linear')(
+                TimestepEmbedder(self.hidden_size, name='logvar_embedder')(noise_labels))[:, 0]
+            if return_logvar:
+                return out, logvar
+        return out

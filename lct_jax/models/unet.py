@@ -6,7 +6,15 @@ switchable block and output norms. Module names are the PyTorch names with
 '.' replaced by '_' (`enc.32x32_block0` -> `enc_32x32_block0`), so
 `convert.unet_params_from_torch` is a renaming plus layout transposes.
 
-`two_times=True` (MeanFlow, lct_jax/meanflow.py) gives the noise embedding a second input, the
+`logvar_head=True` (sCT, objectives/sct.py) adds the adaptive weighting's logvar(t): a linear
+map (zero-initialised) of the noise label's positional embedding, returned with `return_logvar=True`
+as EDM2's logvar head is. `v_head=True` (improved MeanFlow, objectives/imf.py) adds a second output
+layer (its own norm and conv) on the decoder's last features for the instantaneous velocity v:
+the network then returns (u, v). The iMF authors' DiT branches its last 8 blocks into the two heads;
+here only the output layer branches (cheaper; documented in docs/sct_imf.md). Each flag off, the
+parameter tree is the old one.
+
+`two_times=True` (MeanFlow, objectives/meanflow.py) gives the noise embedding a second input, the
 interval h = t - r: as the MeanFlow authors' EDM UNet (Gsunshine/py-meanflow `unet.py`), the
 positional embeddings of t and h are concatenated before `map_layer0` (so its kernel has
 2 * model_channels rows), t and h in [0, 1] as they are. Off, the parameter tree is the old one.
@@ -188,14 +196,19 @@ class UNet(nn.Module):
                                  # (bf16 on accelerators); norms, softmax, time embedding stay f32
     remat: bool = False          # rematerialise each block in the backward pass
     two_times: bool = False      # MeanFlow: the noise embedding also takes h = t - r
+    logvar_head: bool = False    # sCT: a logvar(t) head for the adaptive weighting (return_logvar=True)
+    v_head: bool = False         # improved MeanFlow: a second output layer for v; returns (u, v)
 
     def layout(self):
         return unet_layout(self.img_resolution, self.in_channels, self.model_channels,
                            tuple(self.channel_mult), self.num_blocks, tuple(self.attn_resolutions))
 
     @nn.compact
-    def __call__(self, x, noise_labels, train: bool = False, h=None):
-        """h: the interval t - r of a two-time model (None there: 0, e.g. at init)."""
+    def __call__(self, x, noise_labels, train: bool = False, h=None, return_logvar: bool = False):
+        """h: the interval t - r of a two-time model (None there: 0, e.g. at init). return_logvar:
+        also the logvar head's (B,) output (a model with logvar_head)."""
+        if return_logvar and not self.logvar_head:
+            raise ValueError('UNet: return_logvar=True needs logvar_head=True')
         if h is not None and not self.two_times:
             raise ValueError('UNet: h (a second time) given to a single-time model (two_times=False)')
         if x.ndim != 4 or x.shape[1:] != (self.img_resolution, self.img_resolution, self.in_channels):
@@ -223,8 +236,18 @@ class UNet(nn.Module):
             if x.shape[-1] != spec.in_channels:
                 x = jnp.concatenate([x, skips.pop()], axis=-1)
             x = block_cls(spec, self.block_norm, self.dropout, self.dtype, name=flax_name(spec.name))(x, emb, train)
-        x = nn.silu(Norm(self.out_norm, name='out_norm')(x))
-        return Conv(self.out_channels, 3, zero=True, dtype=self.dtype, name='out_conv')(x).astype(jnp.float32)
+        features = x
+        x = nn.silu(Norm(self.out_norm, name='out_norm')(features))
+        out = Conv(self.out_channels, 3, zero=True, dtype=self.dtype, name='out_conv')(x).astype(jnp.float32)
+        if self.v_head:
+            v = nn.silu(Norm(self.out_norm, name='v_out_norm')(features))
+            out = (out, Conv(self.out_channels, 3, zero=True, dtype=self.dtype, name='v_out_conv')(v).astype(jnp.float32))
+        if self.logvar_head:
+            logvar = nn.Dense(1, kernel_init=nn.initializers.zeros, name='logvar_linear')(
+                positional_embedding(noise_labels, self.model_channels))[:, 0]
+            if return_logvar:
+                return out, logvar
+        return out
 
 
 def count_params(params) -> int:

@@ -15,15 +15,15 @@ import argparse
 import os
 import sys
 
-from lct_jax import keep
-from lct_jax.untrusted import UnreadableFileError, read_json
+from lct_jax import writer
+from lct_jax.study import aggregate
 from lct_jax.study.report import _mean_std, _signed_delta, _verdict
+from lct_jax.untrusted import UnreadableFileError, read_json
 
 
 def rebased(result: dict, baseline: str) -> dict:
     """`result` with its summaries made again from its per-run rows (`runs`) with another variant as
     the baseline of the paired differences (e.g. MeanFlow against iLCT as well as against sLCT)."""
-    from lct_jax.study import aggregate
     runs = result.get('runs')
     if not isinstance(runs, list) or not runs:
         raise UnreadableFileError(f"--baseline {baseline}: the report holds no per-run rows ('runs') to pair")
@@ -131,10 +131,10 @@ def table_of(paths: list[str], labels, make) -> str:
 
 def emit(text: str, out: str = '', replace: bool = False) -> None:
     """Print a table, and write it to `out` if given: beside it instead when `out` holds more
-    numbers than the new table (lct_jax/keep.py), unless `replace`."""
+    numbers than the new table (lct_jax/writer.py's keep rule), unless `replace`."""
     print(text, end='')
     if out:
-        written = keep.write_text_keeping(out, text, keep.count_numbers, 'numbers in its tables', replace)
+        written = writer.write_keeping(out, text, writer.count_numbers, replace=replace)
         if written != out:
             print(f'note: {out} holds more numbers than this table; kept, the new one written to {written} '
                   '(--replace to replace it)', file=sys.stderr)

@@ -18,8 +18,8 @@ of it. Runs already in <dest> are replaced only when the source is newer (its re
 from __future__ import annotations
 
 import os
-import shutil
 
+from lct_jax import writer
 from lct_jax.study import progress
 from lct_jax.study.spec import Run
 
@@ -55,10 +55,6 @@ def export_runs(runs: list[Run], study_dir: str, dest: str, eval_steps=()) -> di
         if _mtime(os.path.join(target, 'results.json')) >= _mtime(os.path.join(r.workdir, 'results.json')):
             outcome[r.key] = 'up to date'
             continue
-        tmp = target + '.export-tmp'
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(r.workdir, tmp, ignore=_ignore)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        writer.copy_tree_replacing(r.workdir, target, ignore=_ignore, root=dest)
         outcome[r.key] = 'exported'
     return outcome

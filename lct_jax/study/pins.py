@@ -15,11 +15,12 @@ names and contents, in sorted order), so a re-encode, a missing shard or one fli
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
+from lct_jax import writer
 from lct_jax.models.autoencoder import file_sha256
 from lct_jax.study.spec import substitute
+from lct_jax.untrusted import read_json
 
 RUN_PINS = os.path.join('study_logs', 'pins.json')
 
@@ -69,15 +70,11 @@ def record(workdir: str, pins: dict) -> None:
     if before is not None and before != pins:
         raise PinMismatch(f'{workdir} was started on other inputs ({path}: {before}); the study now pins '
                           f'{pins}. Start it afresh (move the directory away) rather than mix the two')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(pins, f, indent=1, sort_keys=True)
-    os.replace(path + '.tmp', path)
+    writer.write_json(path, pins, sort_keys=True)
 
 
 def recorded(workdir: str) -> dict | None:
     path = os.path.join(workdir, RUN_PINS)
     if not os.path.exists(path):
         return None
-    from lct_jax.untrusted import read_json
     return read_json(path, "a run's record of its pinned inputs", expect=dict)

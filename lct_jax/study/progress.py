@@ -18,7 +18,11 @@ from __future__ import annotations
 import os
 import re
 import socket
-import time
+
+from lct_jax.untrusted import UnreadableFileError, field
+from lct_jax.untrusted import read_json as read_untrusted
+from lct_jax.workdir import lock
+from lct_jax.workdir.record import read_run
 
 STATES = ('done', 'running', 'trained', 'partial', 'missing')
 # Without lct_jax.workdir.lock (an older checkout): a run counts as running if its files changed
@@ -29,7 +33,6 @@ RECENT_WRITE_S = 300.0
 def read_json(path: str, what: str = 'a run file', expect=None):
     """A run's JSON file; None if absent. A damaged one is an error naming it (UnreadableFileError),
     not a run silently taken for missing: the runner would retrain it and the report drop it."""
-    from lct_jax.untrusted import read_json as read_untrusted
     try:
         return read_untrusted(path, what, expect)
     except FileNotFoundError:
@@ -46,13 +49,11 @@ def total_steps_of(workdir: str) -> int | None:
     config = read_json(path, "the run's recorded config", dict)
     if config is None:
         return None
-    from lct_jax.untrusted import field
     return field(path, config, 'total_steps', int, "the run's recorded config", lambda n: n >= 0)
 
 
 def finished_step(workdir: str) -> int | None:
     """The last step a training segment of the run record finished at (None: no finished segment)."""
-    from lct_jax.workdir.record import read_run
     run = read_run(os.path.join(workdir, 'run.json')) or {}
     done = [s.get('to_step') for s in run.get('segments', []) if s.get('end') == 'finished']
     return max((s for s in done if isinstance(s, int) and not isinstance(s, bool)), default=None)
@@ -78,13 +79,11 @@ def evaluation_rows(workdir: str) -> list[dict]:
     path = os.path.join(workdir, 'results.json')
     rows = read_json(path, "a run's evaluation rows", list) or []
     if not all(isinstance(r, dict) for r in rows):
-        from lct_jax.untrusted import UnreadableFileError
         raise UnreadableFileError(f'{path}: expected a JSON array of evaluation rows (objects)')
     for row in rows:
         fid = row.get('fid')
         if not isinstance(row.get('sampler'), str) or not isinstance(row.get('checkpoint', ''), str) \
                 or not isinstance(fid, (int, float)) or isinstance(fid, bool):
-            from lct_jax.untrusted import UnreadableFileError
             raise UnreadableFileError(f'{path}: an evaluation row needs a sampler and a checkpoint (strings) and '
                                       f'a fid (a number): {str(row)[:160]}')
     latest = {}
@@ -101,12 +100,6 @@ def evaluated_steps(workdir: str) -> set[int]:
 
 def lock_state(workdir: str) -> tuple[bool, str]:
     """(is a live job holding the work directory, how we know)."""
-    try:
-        from lct_jax.workdir import lock
-    except ImportError:
-        newest = max((os.path.getmtime(os.path.join(dp, f)) for dp, _, fs in os.walk(workdir) for f in fs),
-                     default=0.0)
-        return time.time() - newest < RECENT_WRITE_S, f'heuristic: a file written in the last {RECENT_WRITE_S:.0f} s'
     holder = lock.read_holder(os.path.join(workdir, lock.LOCK_FILE))
     if holder is None:
         return False, 'lock file'

@@ -6,10 +6,9 @@ listed, and every number says over how many seeds it was taken.
 """
 from __future__ import annotations
 
-import json
 import os
 
-from lct_jax import keep
+from lct_jax import writer
 from lct_jax.study import aggregate, pins
 from lct_jax.study.spec import Study
 from lct_jax.untrusted import UnreadableFileError, read_json
@@ -119,14 +118,14 @@ def plot_curves(summary: list[dict], path: str, title: str = '') -> None:
     if legend:
         handles, labels = zip(*legend.values())
         fig.legend(handles, labels, fontsize=8, loc='center left', bbox_to_anchor=(1.0, 0.5))
-    fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
+    writer.save_figure(fig, path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
 
 
 def copy_grids(runs, progress_entries: list[dict], out_dir: str) -> list[str]:
     """The final sample grids (<workdir>/samples/step_<last>_<label>.png) of each variant's first
     finished seed, as <out_dir>/grids/<variant>_seed<s>_<label>.png; the paths written."""
     import re
-    import shutil
     done = {(e['variant'], e['seed']) for e in progress_entries if e['state'] == 'done'}
     written, seen = [], set()
     pattern = re.compile(r'step_(\d+)_(.+)\.png$')
@@ -142,7 +141,7 @@ def copy_grids(runs, progress_entries: list[dict], out_dir: str) -> list[str]:
         for step, label, f in sorted(found):
             if step == last:
                 dest = os.path.join(out_dir, 'grids', f'{r.variant}_seed{r.seed}_{label}.png')
-                shutil.copyfile(os.path.join(folder, f), dest)
+                writer.copy_file(os.path.join(folder, f), dest)
                 written.append(dest)
         seen.add(r.variant)
     return written
@@ -158,7 +157,16 @@ def kept_runs(out_dir: str, result: dict) -> list[str]:
         old = read_json(path, 'a study report', expect=dict)
     except UnreadableFileError as e:
         raise UnreadableFileError(f'{e}; the report was not rewritten (move the damaged file away)') from None
-    return sorted(f'{v}/seed_{s}' for v, s in keep.done_runs(old) - keep.done_runs(result))
+    return sorted(f'{v}/seed_{s}' for v, s in done_runs(old) - done_runs(result))
+
+
+def done_runs(result: dict) -> set[tuple[str, int]]:
+    """The (variant, seed) pairs a study report (results.json) counts as finished."""
+    progress = result.get('progress') if isinstance(result, dict) else None
+    if not isinstance(progress, list):
+        return set()
+    return {(str(e.get('variant')), e.get('seed')) for e in progress
+            if isinstance(e, dict) and e.get('state') == 'done'}
 
 
 def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str, demonstration: str = '',
@@ -196,13 +204,13 @@ def write_report(study: Study, runs, progress_entries: list[dict], out_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     dropped = kept_runs(out_dir, result)
     beside = bool(dropped) and not replace
-    name = keep.beside if beside else (lambda p: p)
+    name = writer.beside if beside else (lambda p: p)
     text = markdown(study, summary, progress_entries, step, demonstration, late, late_steps)
     if excluded:
         text += ('\n## Left out: finished runs not trained on the study\'s pinned inputs\n\n'
                  + ''.join(f'- {k}: {why}\n' for k, why in sorted(excluded.items())))
-    keep.write_atomically(name(os.path.join(out_dir, 'results.json')), json.dumps(result, indent=1))
-    keep.write_atomically(name(os.path.join(out_dir, 'results.md')), text)
+    writer.write_json(name(os.path.join(out_dir, 'results.json')), result, newline=False)
+    writer.write_text(name(os.path.join(out_dir, 'results.md')), text)
     if rows:
         plot_curves(summary, name(os.path.join(out_dir, 'curves.png')),
                     f'{study.name}' + (' (demonstration)' if demonstration else ''))

@@ -16,13 +16,13 @@ finish more work per hour than K runs contending for every core
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import queue
 import subprocess
 import sys
 import time
 
+from lct_jax import writer
 from lct_jax.study import pins as pinning
 from lct_jax.study import progress
 from lct_jax.study.spec import ROOT, Run, Study, plan, prepare_commands
@@ -70,7 +70,7 @@ def pinned_env(cpus) -> dict:
 def _call(cmd: list[str], log_path: str, cpus=None) -> int:
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
-    with open(log_path, 'a') as log:
+    with writer.open_append(log_path) as log:
         log.write(f'$ {" ".join(cmd)}' + (f'   # on CPUs {sorted(cpus)}' if cpus else '') + '\n')
         log.flush()
         return subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=pinned_env(cpus),
@@ -131,10 +131,7 @@ def prepare(study: Study, study_dir: str) -> None:
         if rc:
             raise RunFailed(f'prepare step exited with {rc}: {shown}; see {os.path.join(study_dir, "prepare.log")}')
         done.append(shown)
-        os.makedirs(study_dir, exist_ok=True)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(done, f, indent=1)
-        os.replace(path + '.tmp', path)
+        writer.write_json(path, done)
 
 
 def select(runs: list[Run], variants=None, seeds=None) -> list[Run]:

@@ -27,8 +27,9 @@ import importlib.util
 import os
 import sys
 
-from lct_jax.names import check_component
+from lct_jax.names import check_component, join_inside
 from lct_jax.untrusted import UnreadableFileError, read_json
+from lct_jax.workdir.record import PATH_KEYS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -101,11 +102,37 @@ def _as_variant(name: str, value) -> Variant:
     raise ValueError(f'variant {name!r}: expected a config variant string or a dict, got {value!r}')
 
 
-def study_from_dict(d: dict, source: str = '') -> Study:
+def check_data_overrides(flags: tuple, what: str) -> None:
+    """A JSON study file is data (docs/untrusted_files.md): its flags may set config values, never
+    move a run or name a file. Only `--config.<key>=<value>` of a key that is not a path."""
+    for flag in flags:
+        name = flag.split('=', 1)[0]
+        if not name.startswith('--config.'):
+            raise ValueError(f'{what}: {flag!r:.80} is refused in a JSON study file: its overrides may only '
+                             'set --config.<key>=<value> (a flag that moves a run or names a file, such as '
+                             '--workdir or --checkpoint, belongs in a .py study file, which is your code)')
+        key = name[len('--config.'):]
+        if key in PATH_KEYS or '{' in flag:
+            raise ValueError(f'{what}: {flag!r:.80} is refused in a JSON study file: it names a path (a .py '
+                             'study file, which is your code, may)')
+
+
+def study_from_dict(d: dict, source: str = '', trusted: bool = True) -> Study:
     """A Study from its dict, every field checked (a study file is made by hand, or copied from
-    elsewhere): a wrong type, a name that would become a path outside the study's root."""
+    elsewhere): a wrong type, a name that would become a path outside the study's root. With
+    `trusted=False` (a JSON file: data), no `prepare` commands and no flag that moves a run or
+    names a path."""
     try:
-        return _study_from_dict(d, source)
+        study = _study_from_dict(d, source)
+        if not trusted:
+            if study.prepare:
+                raise ValueError('`prepare` runs commands: it is refused in a JSON study file, which is data; '
+                                 'put it in a .py study file (your code)')
+            check_data_overrides(study.overrides, 'overrides')
+            check_data_overrides(study.eval_overrides, 'eval_overrides')
+            for v in study.variants:
+                check_data_overrides(v.overrides, f'variant {v.name!r}: overrides')
+        return study
     except (ValueError, KeyError, TypeError) as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         if isinstance(e, KeyError):
@@ -164,7 +191,7 @@ def load_study(path: str) -> Study:
         raise FileNotFoundError(f'study file not found: {path}')
     if path.endswith('.json'):
         try:
-            return study_from_dict(read_json(path, 'a study file', expect=dict), path)
+            return study_from_dict(read_json(path, 'a study file', expect=dict), path, trusted=False)
         except UnreadableFileError as e:
             raise StudyFileError(str(e)) from None
     # A .py study file is code, like a config file: it is run (only name study files you trust).
@@ -194,13 +221,15 @@ def config_with_variant(config: str, variant_arg: str) -> str:
 
 
 def plan(study: Study, study_dir: str) -> list[Run]:
-    """Every (variant, seed) of the study, variant-major, in the study file's order."""
+    """Every (variant, seed) of the study, variant-major, in the study file's order. Each run's
+    directory is confined to the study's root: no name, and no symlink among its folders, leads
+    outside it (names.join_inside)."""
     runs = []
     for v in study.variants:
         for seed in study.seeds:
             flags = tuple(substitute(f, study_dir) for f in study.overrides + v.overrides) + (f'--config.seed={seed}',)
             runs.append(Run(variant=v.name, seed=seed,
-                            workdir=os.path.join(study_dir, 'runs', v.name, f'seed_{seed}'),
+                            workdir=join_inside(study_dir, 'runs', v.name, f'seed_{seed}', what='a run directory'),
                             config=config_with_variant(study.config, v.config_arg), flags=flags,
                             eval_flags=tuple(substitute(f, study_dir) for f in study.eval_overrides)))
     return runs

@@ -14,11 +14,14 @@ unchecked.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+
+from lct_jax import writer
+from lct_jax.untrusted import UnreadableFileError, read_json
 
 
 class CheckpointError(RuntimeError):
@@ -64,8 +67,25 @@ def _save_failed(manager, what: str, e: Exception) -> CheckpointError:
                            f'({manager.latest_step()}) in {manager.directory} is intact')
 
 
+class NonFiniteCheckpointError(CheckpointError):
+    """A state with non-finite parameters, EMAs or optimizer moments: never written."""
+
+
+@jax.jit
+def _state_is_finite(state) -> jax.Array:
+    leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, force: bool = False) -> bool:
-    """Start saving `step` (asynchronously); an error of an earlier async save surfaces here."""
+    """Start saving `step` (asynchronously); an error of an earlier async save surfaces here.
+    A state holding a non-finite number is refused (NonFiniteCheckpointError): the train step
+    never writes one (train/step.py), so this guards a restored or hand-made state, and a
+    checkpoint a later start would resume from is always finite."""
+    if not bool(_state_is_finite(state)):
+        raise NonFiniteCheckpointError(
+            f'the state at step {step} holds a non-finite parameter, EMA or optimizer moment; not written to '
+            f'{manager.directory} (the latest checkpoint, {manager.latest_step()}, is intact)')
     try:
         saved = manager.save(step, args=ocp.args.StandardSave(state), force=force)
     except Exception as e:  # noqa: BLE001 - e.g. the disk is full; Orbax wraps OSErrors variously
@@ -108,11 +128,7 @@ def seal(step_dir: str) -> None:
     """Write the digests of a complete step directory's files (process 0 only)."""
     if jax.process_index() != 0:
         return
-    path = os.path.join(step_dir, SEAL_FILE)
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(_file_digests(step_dir), f, indent=0, sort_keys=True)
-    os.replace(tmp, path)
+    writer.write_json(os.path.join(step_dir, SEAL_FILE), _file_digests(step_dir), indent=0, sort_keys=True)
 
 
 def seal_finished(manager: ocp.CheckpointManager, skip: int | None = None) -> None:
@@ -124,7 +140,6 @@ def seal_finished(manager: ocp.CheckpointManager, skip: int | None = None) -> No
 
 def verify_seal(step_dir: str) -> None:
     """CheckpointError naming every file of `step_dir` that is not as it was saved; nothing if unsealed."""
-    from lct_jax.untrusted import UnreadableFileError, read_json
     path = os.path.join(step_dir, SEAL_FILE)
     if not os.path.exists(path):
         return
@@ -173,6 +188,15 @@ def restore_latest(manager: ocp.CheckpointManager, target, fallback: bool = Fals
         close(manager)
         raise CheckpointError('no checkpoint could be restored:\n' + '\n'.join(errors))
     return target, None
+
+
+def latest_step_dir(workdir: str) -> str:
+    """<workdir>/checkpoints/<newest step>; FileNotFoundError if there is none."""
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    steps = sorted(int(s) for s in os.listdir(ckpt_dir) if s.isdigit()) if os.path.isdir(ckpt_dir) else []
+    if not steps:
+        raise FileNotFoundError(f'no checkpoint in {ckpt_dir}; train first or pass --checkpoint')
+    return os.path.join(ckpt_dir, str(steps[-1]))
 
 
 def load_numpy(step_dir: str) -> dict:

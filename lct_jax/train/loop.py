@@ -16,17 +16,32 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from lct_jax import parallel, sampling
+from lct_jax.builders import (
+    build_model,
+    build_objective,
+    check_dataset,
+    configured_samplers,
+    example_shape,
+    make_normalizer,
+    num_classes_of,
+)
 from lct_jax.data import latents as latents_lib
+from lct_jax.data.encode import encode_dataset
 from lct_jax.data.host_pairing import HostPairer
-from lct_jax.data.pipeline import InputPipeline, Normalizer
+from lct_jax.data.latents import latent_dir_of
+from lct_jax.data.pipeline import HostBatch, InputPipeline
+from lct_jax.data.sources import make_source
 from lct_jax.images import grid, save_grid
 from lct_jax.models.autoencoder import make_codec, to_uint8
+from lct_jax.objectives.base import Batch
 from lct_jax.progress import Progress
-from lct_jax.builders import build_model, build_objective, check_dataset, latent_dir_of, num_classes_of
+from lct_jax.sampling.spec import class_indices
 from lct_jax.train import checkpoints
+from lct_jax.train.in_training_evaluation import TrainingEvaluation, protected_steps
 from lct_jax.train.metric_writer import MetricWriter
 from lct_jax.train.state import init_state, lr_schedule, make_optimizer
-from lct_jax.train.step import LabeledBatch, LabeledPairedBatch, PairedBatch, StepConfig, make_train_step
+from lct_jax.train.step import StepConfig, make_train_step
+from lct_jax.workdir import record
 
 
 class NonFiniteError(RuntimeError):
@@ -81,20 +96,16 @@ def make_host_pairer(config, mesh) -> HostPairer | None:
     c = config.coupling
     if c.placement != 'host':
         return None
-    m = config.model
-    return HostPairer(config.seed, c.method, c.sinkhorn_epsilon,
-                      (m.img_resolution, m.img_resolution, m.in_channels),
+    return HostPairer(config.seed, c.method, c.sinkhorn_epsilon, example_shape(config),
                       parallel.process_batch_slice(config.batch_size, mesh),
                       parallel.device_row_slices(config.batch_size, mesh), threads=c.host_threads)
 
 
-def device_batch(local, mesh):
-    """The global batch the step takes, from this process's rows (x, or x with its paired noise;
-    the class labels last for a class-conditional model: (x, labels) or (x, z, ratio, labels))."""
-    if isinstance(local, tuple):
-        batch_type = {2: LabeledBatch, 3: PairedBatch, 4: LabeledPairedBatch}[len(local)]
-        return batch_type(*(parallel.global_batch_from_local(a, mesh) for a in local))
-    return parallel.global_batch_from_local(local, mesh)
+def device_batch(local: HostBatch, mesh) -> Batch:
+    """The global `Batch` the step takes, from this process's rows: each field that is there
+    placed on the mesh, sharded on 'data' (z and ot_ratio absent with the device placement, the
+    labels absent for an unconditional model)."""
+    return Batch(*(None if a is None else parallel.global_batch_from_local(a, mesh) for a in local))
 
 
 def make_initial_state(config, model, optimizer, mesh):
@@ -130,20 +141,18 @@ class SampleGrids:
         d = mesh.devices.size
         n = max(config.sampling.num_grid // d, 1) * d
         self.indices = parallel.shard_host_array(np.arange(n, dtype=np.int32), mesh)
-        m = config.model
-        shape = (m.img_resolution, m.img_resolution, m.in_channels)
         self.num_classes = num_classes_of(config)
         self.samplers = {
-            spec.file_label: sampling.make_spec_sampler(spec, model.apply, objective, shape,
+            spec.file_label: sampling.make_spec_sampler(spec, model.apply, objective, example_shape(config),
                                                         config.sampling.seed, mesh, self.num_classes)
-            for spec in sampling.configured_samplers(config.sampling, objective)}
+            for spec in configured_samplers(config, objective)}
         # A class-conditional model: one grid per class too (the first sampling.class_grids classes),
         # all drawn in one sampler call.
         self.shown_classes = min(self.num_classes, int(config.sampling.get('class_grids', 16)))
         if self.shown_classes:
             self.per_class = -(-max(config.sampling.num_grid // self.shown_classes, 1) // d) * d
             self.class_indices = parallel.shard_host_array(np.concatenate(
-                [sampling.class_indices(c, self.per_class, self.num_classes) for c in range(self.shown_classes)]),
+                [class_indices(c, self.per_class, self.num_classes) for c in range(self.shown_classes)]),
                 mesh)
 
     def write(self, workdir, step, state, writer=None):
@@ -199,7 +208,6 @@ def finished_step(config, workdir: str) -> int | None:
     """The step a run already finished at, if this config asks for nothing more: its newest
     checkpoint is at or past total_steps and the config changes no training key of the recorded
     one (a change goes to WriterSession, which refuses it or, allowed, records it)."""
-    from lct_jax.workdir import record
     latest = record.latest_checkpoint_step(workdir)
     recorded = record.recorded_config(workdir) if latest is not None else None
     if latest is None or latest < config.total_steps or recorded is None:
@@ -210,11 +218,15 @@ def finished_step(config, workdir: str) -> int | None:
     return latest
 
 
-def train(config, workdir: str, show_progress: bool = True, on_start=None) -> dict:
+def train(config, workdir: str, show_progress: bool = True, on_start=None,
+          between_log_steps: str = 'allow') -> dict:
     """Train until config.total_steps (resuming if possible); returns the last metrics.
 
     on_start(step): called once the start has succeeded (checkpoint restored, or a fresh state
     at step 0), before anything is logged; the run's record is written there, never earlier.
+    between_log_steps: the `jax.transfer_guard` level of the steps that log, save, sample and
+    evaluate nothing: 'disallow' turns any implicit host transfer there into an error (a test
+    proves there is none: the host only feeds batches and dispatches the step).
     """
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
@@ -225,8 +237,6 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
     latent_dir = latent_dir_of(config, workdir)
     codec = make_codec(config.autoencoder, image_channels=config.model.in_channels)
     if not os.path.exists(os.path.join(latent_dir, latents_lib.MANIFEST)):
-        from lct_jax.data.encode import encode_dataset
-        from lct_jax.data.sources import make_source
         if jax.process_index() == 0:
             print(f'no encoded dataset in {latent_dir}: encoding it now', flush=True)
         encode_dataset(make_source(config.data), codec, latent_dir, seed=config.seed,
@@ -234,12 +244,11 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
                        examples_per_shard=config.data.examples_per_shard, show_progress=show_progress)
     dataset = latents_lib.LatentDataset(latent_dir)
     check_dataset(config, dataset.manifest, latent_dir)
-    normalizer = Normalizer.of_config(config, latent_dir)
+    normalizer = make_normalizer(config, workdir)
 
     model, objective, state, step_fn = build_training(config, mesh)
-    from lct_jax.evaluation import during_training
     # The in-training evaluation's best checkpoints are never deleted by retention.
-    protected = (lambda: during_training.protected_steps(workdir)) if config.evaluation.get('every') else None
+    protected = (lambda: protected_steps(workdir)) if config.evaluation.get('every') else None
     manager = checkpoints.make_manager(workdir, config.train.keep_checkpoints, config.train.keep_period,
                                        protected=protected)
     state, restored = checkpoints.restore_latest(manager, state, config.train.restore_fallback)
@@ -250,7 +259,7 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
         on_start(start)
     writer = MetricWriter(workdir, start_step=start)  # moves aside rows logged after `start`
     grids = SampleGrids(config, model, objective, codec, normalizer, mesh)
-    evals = during_training.TrainingEvaluation(config, workdir, mesh, start)  # evaluation.every
+    evals = TrainingEvaluation(config, workdir, mesh, start)  # evaluation.every
     stop = _StopFlag()
     stop.install()
     progress = Progress('train', config.total_steps, start=start, unit='steps',
@@ -273,43 +282,48 @@ def train(config, workdir: str, show_progress: bool = True, on_start=None) -> di
             first = device_batch(next(pipeline), mesh)
             step_fn.compile_for(state, first)
             parallel.barrier(f'lct_jax/train/step_compiled/{start}')
-        while step < config.total_steps:
-            if first is not None:
-                batch, first = first, None
-            else:
-                batch = device_batch(next(pipeline), mesh)
-            state, metrics = step_fn(state, batch)
-            step += 1
-            if step == start + 1:  # the first call compiled the step: rates and the ETA start here
-                progress.restart_clock(step)
-                t_log, step_log = time.time(), step
-            log_now = step % config.log_every == 0 or step == config.total_steps
-            eval_now = evals.due(step)  # an evaluation step is a checkpoint step: the best record names one
-            save_now = step % config.checkpoint_every == 0 or step == config.total_steps or eval_now
-            if log_now or save_now:  # the only places the host waits for the device
-                _check_skips(int(state.longest_skip_run), config.train.max_skips_in_a_row, manager)
-            if log_now:
-                m = jax.device_get(metrics)
-                now = time.time()
-                rate = (step - step_log) / max(now - t_log, 1e-9)
-                t_log, step_log = now, step
-                m = dict(m, steps_per_sec=rate, examples_per_sec=rate * config.batch_size)
-                writer.scalars(step, m)
-                last_metrics = m
-                progress.update(step, _progress_text(m), force=True)
-            if save_now:
-                checkpoints.save(manager, step, state)
-                saved = step
-            if eval_now:
-                evals.run(step, state, writer)
-            if step % config.sample_every == 0 or step == config.total_steps:
-                grids.write(workdir, step, state, writer)
-            if stop.should_stop(step):
-                if saved != step:
-                    checkpoints.save(manager, step, state, force=True)
-                if jax.process_index() == 0:
-                    print(f'stopped by signal at step {step}; checkpoint saved', flush=True)
-                break
+        with jax.transfer_guard(between_log_steps):
+            while step < config.total_steps:
+                if first is not None:
+                    batch, first = first, None
+                else:
+                    batch = device_batch(next(pipeline), mesh)
+                state, metrics = step_fn(state, batch)
+                step += 1
+                if step == start + 1:  # the first call compiled the step: rates and the ETA start here
+                    progress.restart_clock(step)
+                    t_log, step_log = time.time(), step
+                log_now = step % config.log_every == 0 or step == config.total_steps
+                eval_now = evals.due(step)  # an evaluation step is a checkpoint step: the best record names one
+                save_now = step % config.checkpoint_every == 0 or step == config.total_steps or eval_now
+                grid_now = step % config.sample_every == 0 or step == config.total_steps
+                stop_now = stop.should_stop(step)
+                if not (log_now or save_now or grid_now or stop_now):
+                    continue
+                with jax.transfer_guard('allow'):  # the only places the host waits for the device
+                    _check_skips(int(state.longest_skip_run), config.train.max_skips_in_a_row, manager)
+                    if log_now:
+                        m = jax.device_get(metrics)
+                        now = time.time()
+                        rate = (step - step_log) / max(now - t_log, 1e-9)
+                        t_log, step_log = now, step
+                        m = dict(m, steps_per_sec=rate, examples_per_sec=rate * config.batch_size)
+                        writer.scalars(step, m)
+                        last_metrics = m
+                        progress.update(step, _progress_text(m), force=True)
+                    if save_now:
+                        checkpoints.save(manager, step, state)
+                        saved = step
+                    if eval_now:
+                        evals.run(step, state, writer)
+                    if grid_now:
+                        grids.write(workdir, step, state, writer)
+                    if stop_now:
+                        if saved != step:
+                            checkpoints.save(manager, step, state, force=True)
+                        if jax.process_index() == 0:
+                            print(f'stopped by signal at step {step}; checkpoint saved', flush=True)
+                        break
     except BaseException as e:
         failure = e
         raise
@@ -343,7 +357,7 @@ def _progress_text(m: dict) -> str:
 def _check_skips(longest_run: int, limit: int, manager):
     if longest_run >= limit:
         raise NonFiniteError(
-            f'{longest_run} consecutive steps had a non-finite loss or gradient '
+            f'{longest_run} consecutive steps had a non-finite loss, gradient or update '
             f'(max_skips_in_a_row={limit}); stopping. Skipped steps leave the parameters '
             f'unchanged; the latest checkpoint is {manager.latest_step()}.')
 

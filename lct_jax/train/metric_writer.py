@@ -18,6 +18,8 @@ import os
 import jax
 import numpy as np
 
+from lct_jax import writer
+
 METRICS = 'metrics.jsonl'
 DROPPED = 'metrics.dropped.jsonl'
 
@@ -55,13 +57,10 @@ def truncate_history(workdir: str, last_kept_step: int) -> int:
         return 0
     # Dropped rows first (appended, each tagged with the step resumed from), then the history
     # is replaced atomically: a crash in between loses nothing.
-    with open(os.path.join(workdir, DROPPED), 'a') as f:
-        for line in dropped:
-            f.write(json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line}) + '\n')
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.writelines(line + '\n' for line in kept)
-    os.replace(tmp, path)
+    writer.append_line(os.path.join(workdir, DROPPED),
+                       [json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line})
+                        for line in dropped])
+    writer.write_text(path, ''.join(line + '\n' for line in kept))
     return len(dropped)
 
 
@@ -82,7 +81,7 @@ class MetricWriter:
                           f'{METRICS} to {DROPPED}', flush=True)
                 purge_step = start_step + 1
             self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'), purge_step=purge_step)
-            self._jsonl = open(os.path.join(workdir, METRICS), 'a')
+            self._jsonl = writer.open_append(os.path.join(workdir, METRICS))
 
     def scalars(self, step: int, metrics: dict) -> None:
         if not self.enabled:

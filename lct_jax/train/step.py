@@ -13,11 +13,11 @@ the mesh first (`coupling.couple_per_device`). Every schedule is a function
 of `state.step` inside the step, and the RNG is `fold_in(seed, step)`, so a
 resumed run is the same run.
 
-Non-finite policy: if the loss or any gradient is not finite, the update is
-skipped inside the compiled step (params, optimizer state and EMAs are kept;
-the step counter still advances, as the authors' loader still consumes the
-batch), and `skipped_total` / `skipped_in_a_row` / `longest_skip_run` count
-it. The loop stops the run at the first log or checkpoint step after a run of
+Non-finite policy: if the loss or any gradient is not finite, or the update
+would write a non-finite parameter or optimizer moment, the update is skipped
+inside the compiled step (params, optimizer state and EMAs are kept; the step
+counter still advances, as the authors' loader still consumes the batch), and
+`skipped_total` / `skipped_in_a_row` / `longest_skip_run` count it. The loop stops the run at the first log or checkpoint step after a run of
 `max_skips_in_a_row` consecutive skips (checked there, so the host never waits
 on the device between log steps; skipped steps leave the parameters as they
 were, so nothing is lost by the delay).
@@ -25,16 +25,15 @@ were, so nothing is lost by the delay).
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from lct_jax import coupling, parallel
+from lct_jax import parallel
+from lct_jax.data import coupling
+from lct_jax.objectives.base import Batch, Objective
 from lct_jax.step_rng import step_keys, step_noise
-from lct_jax.objective import Objective
 from lct_jax.train.state import TrainState
 
 
@@ -53,30 +52,10 @@ class StepConfig:
             raise ValueError(f'unknown coupling placement {self.placement!r}; valid: {coupling.PLACEMENTS}')
 
 
-class PairedBatch(NamedTuple):
-    """A global batch with its noise already drawn and OT-paired (host placement); all sharded on 'data'."""
-    x: jax.Array
-    z: jax.Array
-    ot_ratio: jax.Array      # (B,): each row holds its device's pair-cost ratio
-
-
-class LabeledPairedBatch(NamedTuple):
-    """A PairedBatch with the rows' int32 class labels (a class-conditional model); all on 'data'."""
-    x: jax.Array
-    z: jax.Array
-    ot_ratio: jax.Array
-    labels: jax.Array
-
-
-class LabeledBatch(NamedTuple):
-    """x with its class labels, for the device placement (the step draws and pairs z)."""
-    x: jax.Array
-    labels: jax.Array
-
-
-def _all_finite(tree):
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+def all_finite(tree):
+    """One bool: every element of every floating leaf of `tree` is finite."""
+    leaves = [x for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves])) if leaves else jnp.bool_(True)
 
 
 def make_train_step(model, objective: Objective, optimizer: optax.GradientTransformation,
@@ -87,67 +66,61 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
     from step to step; None = replicated. FSDP needs nothing else: XLA gathers sharded weights
     where the network uses them.
 
-    `objective.loss(params, apply_fn, x, z, key, step) -> (loss, metrics)` is what
-    is differentiated. With the host placement the step is the `update` program
-    alone, called on a `PairedBatch`; with the device placement `pair_noise` (draw
-    z, OT-pair it on each device) runs first, as a separate program dispatched back
-    to back with no host round trip: fused into one program, XLA's CPU backend ran
-    the Hungarian while-loop about 300x slower than alone (0.35 s against 1 ms at
-    batch 8 next to the reduced paper UNet; benchmarks/README.md).
+    `objective.loss(params, model, batch, key, step) -> (loss, metrics)` is what is differentiated,
+    the same code for every objective (objectives/base.py). With the host placement the step is
+    the `update` program alone, called on a full `Batch`; with the device placement `pair_noise`
+    (draw z, OT-pair it on each device) runs first, as a separate program dispatched back to back
+    with no host round trip: fused into one program, XLA's CPU backend ran the Hungarian
+    while-loop about 300x slower than alone (0.35 s against 1 ms at batch 8 next to the reduced
+    paper UNet; benchmarks/README.md).
     """
     traces = {'update': 0}
     batch_sharding = parallel.batch_sharding(mesh)
     repl = parallel.replicated(mesh)
     state_sh = repl if state_sharding is None else state_sharding
 
-    def pair_noise(step, batch):
+    def pair_noise(step, x):
         traces['pair_noise'] += 1
-        rows = jnp.arange(batch.shape[0], dtype=jnp.int32)
-        z = jax.lax.with_sharding_constraint(
-            step_noise(step_cfg.seed, step, rows, batch.shape[1:]), batch_sharding)
-        return coupling.couple_per_device(batch, z, mesh, parallel.DATA_AXIS,
-                                          step_cfg.coupling, step_cfg.sinkhorn_epsilon)
+        rows = jnp.arange(x.shape[0], dtype=jnp.int32)
+        z = jax.lax.with_sharding_constraint(step_noise(step_cfg.seed, step, rows, x.shape[1:]), batch_sharding)
+        return coupling.couple_per_device(x, z, mesh, parallel.DATA_AXIS, step_cfg.coupling,
+                                          step_cfg.sinkhorn_epsilon)
 
-    def update(state: TrainState, batch, z, ot_ratio, labels=None):
+    def update(state: TrainState, batch: Batch):
         traces['update'] += 1
         _, loss_key = step_keys(step_cfg.seed, state.step)
-        if getattr(objective, 'takes_labels', False):
-            # MeanFlow: the objective takes the labels (it drops them itself: a dropped row's target
-            # is unguided) and runs its own network, float32 for the JVP (`network_apply`).
-            loss_fn = functools.partial(objective.loss, labels=labels)
-            apply_fn = objective.network_apply(model)
-        else:
-            # Class labels reach the network through apply_fn; the objective passes its 'dropout' key
-            # to the student and the target alike, so both see the same label dropout (to the null class).
-            loss_fn = objective.loss
-            apply_fn = model.apply if labels is None else functools.partial(model.apply, labels=labels)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, apply_fn, batch, z, loss_key, state.step)
-        finite = jnp.isfinite(loss) & _all_finite(grads)
+        grad_fn = jax.value_and_grad(objective.loss, has_aux=True)
+        (loss, metrics), grads = grad_fn(state.params, model, batch, loss_key, state.step)
+        finite = jnp.isfinite(loss) & all_finite(grads)
 
         def apply_update(_):
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            ema = {name: jax.tree_util.tree_map(lambda e, p, d=_decay(name): d * e + (1.0 - d) * p,
-                                                old, params)
-                   for name, old in state.ema.items()}
-            return params, opt_state, ema, optax.global_norm(updates)
 
-        def skip_update(_):
-            return state.params, state.opt_state, state.ema, jnp.float32(0.0)
+            def commit(_):
+                ema = {name: jax.tree_util.tree_map(lambda e, p, d=_decay(name): d * e + (1.0 - d) * p, old, params)
+                       for name, old in state.ema.items()}
+                return params, opt_state, ema, optax.global_norm(updates), jnp.bool_(True)
+
+            # what the update would write, checked too: a finite gradient can still take a weight or a
+            # moment past float32's range (a huge learning rate), and nothing non-finite is ever kept
+            return jax.lax.cond(all_finite(params) & all_finite(opt_state), commit, keep_old, None)
+
+        def keep_old(_):
+            return state.params, state.opt_state, state.ema, jnp.float32(0.0), jnp.bool_(False)
 
         # A cond, not per-leaf selects: with selects XLA's CPU compile of the paper-size step did
         # not finish in 14 minutes (benchmarks/README.md); the cond compiles in about 2.
-        params, opt_state, ema, update_norm = jax.lax.cond(finite, apply_update, skip_update, None)
-        skipped = (~finite).astype(jnp.int32)
-        in_a_row = jnp.where(finite, 0, state.skipped_in_a_row + 1)
+        params, opt_state, ema, update_norm, applied = jax.lax.cond(finite, apply_update, keep_old, None)
+        skipped = (~applied).astype(jnp.int32)
+        in_a_row = jnp.where(applied, 0, state.skipped_in_a_row + 1)
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema=ema,
             skipped_total=state.skipped_total + skipped, skipped_in_a_row=in_a_row,
             longest_skip_run=jnp.maximum(state.longest_skip_run, in_a_row))
         metrics = dict(metrics, grad_norm=optax.global_norm(grads),
                        param_norm=optax.global_norm(params), update_norm=update_norm,
-                       learning_rate=lr_schedule(state.step), ot_cost_ratio=jnp.mean(ot_ratio),
+                       learning_rate=lr_schedule(state.step), ot_cost_ratio=jnp.mean(batch.ot_ratio),
                        skipped=skipped, skipped_total=new_state.skipped_total,
                        skipped_in_a_row=in_a_row, longest_skip_run=new_state.longest_skip_run)
         return new_state, metrics
@@ -158,11 +131,9 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
         pair_jitted = jax.jit(pair_noise, in_shardings=(repl, batch_sharding),
                               out_shardings=(batch_sharding, batch_sharding))
     # The old state's buffers become the new state's (no output has the batch's shape, so
-    # donating the batch or z would only raise XLA's "not usable" warning).
-    # A class-conditional model (num_classes > 0) takes the labels as a fifth argument; an
-    # unconditional one keeps the four.
-    num_args = 4 + int(getattr(model, 'num_classes', 0) > 0)
-    update_jitted = jax.jit(update, in_shardings=(state_sh,) + (batch_sharding,) * (num_args - 1),
+    # donating the batch would only raise XLA's "not usable" warning). The batch's sharding is a
+    # prefix of the Batch: every field (and the labels, when there are any) on 'data'.
+    update_jitted = jax.jit(update, in_shardings=(state_sh, batch_sharding),
                             out_shardings=(state_sh, repl), donate_argnums=(0,))
     return CompiledStep(pair_jitted, update_jitted, traces)
 
@@ -170,9 +141,8 @@ def make_train_step(model, objective: Objective, optimizer: optax.GradientTransf
 class CompiledStep:
     """The step's device programs, plus a count of their traces (a retrace means a recompile).
 
-    Host placement: `step(state, PairedBatch)` runs `update`. Device placement:
-    `step(state, x)` runs `pair_noise` then `update`. A class-conditional model takes a
-    `LabeledPairedBatch` / `LabeledBatch` instead.
+    `step(state, batch)` with a `Batch`: the host placement's carries its paired noise and runs
+    `update`; the device placement's has z = ot_ratio = None, and `pair_noise` fills them first.
     """
 
     def __init__(self, pair_noise, update, traces):
@@ -182,32 +152,31 @@ class CompiledStep:
     def pairs_on_device(self) -> bool:
         return self.pair_noise is not None
 
-    def __call__(self, state, batch):
-        if self.pair_noise is None:
-            return self.update(state, *batch)
-        if isinstance(batch, LabeledBatch):
+    def __call__(self, state, batch: Batch):
+        if self.pair_noise is not None:
             z, ot_ratio = self.pair_noise(state.step, batch.x)
-            return self.update(state, batch.x, z, ot_ratio, batch.labels)
-        z, ot_ratio = self.pair_noise(state.step, batch)
-        return self.update(state, batch, z, ot_ratio)
+            batch = batch._replace(z=z, ot_ratio=ot_ratio)
+        return self.update(state, batch)
 
-    def lower(self, state, x, labels=None) -> dict:
+    def lower(self, state, batch) -> dict:
         """{program name: lowered program} of what the step dispatches to the mesh, for AOT
-        compilation and XLA's analyses; x is the batch's (abstract) data, labels its class labels'
-        (a class-conditional model) or None."""
+        compilation and XLA's analyses; `batch` a `Batch` that may be abstract (ShapeDtypeStructs)
+        and need not carry z and ot_ratio, or just its x (an unconditional model)."""
+        if not isinstance(batch, Batch):
+            batch = Batch(batch, None, None)
+        x = batch.x
         z = jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
         ratio = jax.ShapeDtypeStruct(x.shape[:1], jnp.float32, sharding=x.sharding)
-        programs = {'update': self.update.lower(state, x, z, ratio, *(() if labels is None else (labels,)))}
+        programs = {'update': self.update.lower(state, Batch(x, z, ratio, batch.labels))}
         if self.pair_noise is not None:
             programs = {'pair_noise': self.pair_noise.lower(state.step, x), **programs}
         return programs
 
-    def compile_for(self, state, batch) -> None:
+    def compile_for(self, state, batch: Batch) -> None:
         """Compile every program for this (state, batch) now, not at the first call: the call then
         runs the compiled programs without tracing or compiling again. The loop uses it to meet the
         other processes only once all have compiled (see `parallel.barrier`)."""
-        x = batch.x if hasattr(batch, 'x') else batch
-        for program in self.lower(state, x, getattr(batch, 'labels', None)).values():
+        for program in self.lower(state, batch).values():
             program.compile()
 
     def trace_count(self) -> int:

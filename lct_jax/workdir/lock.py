@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import socket
 import sys
 import threading
 import time
 import uuid
+
+from lct_jax import writer
 
 LOCK_FILE = 'lock.json'
 HEARTBEAT_S = 15.0
@@ -61,15 +64,24 @@ def pid_is_alive(pid: int) -> bool:
         return True
 
 
-def _heartbeat(holder: dict) -> float:
-    """The holder's heartbeat time; 0 (long ago) if a damaged lock file holds no number there."""
+CLOCK_SKEW_S = 86_400.0   # a heartbeat further in the future than this is not a time any clock wrote
+
+
+def _heartbeat(holder: dict, now: float | None = None) -> float:
+    """The holder's heartbeat time; 0 (long ago: stale) if the lock holds no time there: missing, not a
+    number, NaN, Infinity, or a day or more in the future. A live lct_jax job always writes a finite
+    time of its clock, so such a lock is damaged or made by hand, and it must not hold the
+    directory for ever (a NaN once compared false with every limit)."""
+    now = time.time() if now is None else now
     value = holder.get('heartbeat', 0)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+          and value <= now + CLOCK_SKEW_S)
+    return float(value) if ok else 0.0
 
 
 def describe_holder(holder: dict, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    age = now - _heartbeat(holder)
+    age = now - _heartbeat(holder, now)
     return (f'host {holder.get("host")}, pid {holder.get("pid")}, job {holder.get("job") or "-"}, '
             f'started {holder.get("started")}, last heartbeat {age:.0f} s ago')
 
@@ -79,7 +91,7 @@ def staleness(holder: dict, host: str, stale_after_s: float, now: float | None =
     now = time.time() if now is None else now
     if holder.get('host') == host and isinstance(holder.get('pid'), int) and not pid_is_alive(holder['pid']):
         return f'its process {holder["pid"]} on this host is dead'
-    age = now - _heartbeat(holder)
+    age = now - _heartbeat(holder, now)
     if age > stale_after_s:
         return f'no heartbeat for {age:.0f} s (> {stale_after_s:.0f} s)'
     return None
@@ -127,7 +139,9 @@ class WorkdirLock:
                 raise WorkdirLockedError(
                     f'{os.path.dirname(self.path)} is in use by another job ({describe_holder(holder)}); '
                     f'one writer per work directory (lock {self.path}; taken over once its process is dead '
-                    f'or its heartbeat is older than {self.stale_after_s:.0f} s)')
+                    f'or its heartbeat is older than {self.stale_after_s:.0f} s). If no job is writing there '
+                    f'(a run copied from elsewhere, a host that is gone), delete {self.path} or pass '
+                    '--lock_stale_seconds=0')
             self._take_over(holder, reason)
             break
         self._thread = threading.Thread(target=self._beat, name='workdir-lock-heartbeat', daemon=True)
@@ -153,20 +167,12 @@ class WorkdirLock:
 
     def _create(self) -> bool:
         """Create the lock file atomically; False if it exists."""
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, 'w') as f:
-            json.dump(self._content(), f, indent=1)
-        return True
+        return writer.create_exclusive(self.path, json.dumps(self._content(), indent=1))
 
     def _take_over(self, stale: dict | None, reason: str) -> None:
         """Replace the lock `stale` (judged gone for `reason`) with ours, under a guard file."""
         guard = self.path + '.takeover'
-        try:
-            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+        if not writer.create_exclusive(guard):
             # Another launch is taking over right now; a guard left by a crash expires.
             if time.time() - os.path.getmtime(guard) < self.stale_after_s:
                 raise WorkdirLockedError(f'{os.path.dirname(self.path)}: another launch is taking over '
@@ -176,7 +182,6 @@ class WorkdirLock:
             except FileNotFoundError:  # another launch removed it first
                 pass
             return self._take_over(stale, reason)
-        os.close(fd)
         try:
             # Under the guard: the lock we judged stale must still be the same one.
             current = read_holder(self.path)
@@ -209,11 +214,8 @@ class WorkdirLock:
                      f'({"removed" if holder is None else describe_holder(holder)}); '
                      'another job may be writing to this work directory')
             return False
-        tmp = f'{self.path}.{os.getpid()}.tmp'
         try:
-            with open(tmp, 'w') as f:
-                json.dump(self._content(), f, indent=1)
-            os.replace(tmp, self.path)
+            writer.write_json(self.path, self._content())
         except OSError as e:  # e.g. a full disk: the run matters more; the next beat tries again
             self.log(f'WARNING: cannot refresh the heartbeat of {self.path}: {e}')
         return True

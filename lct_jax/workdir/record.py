@@ -22,6 +22,10 @@ import json
 import os
 import time
 
+from lct_jax import writer
+from lct_jax.names import is_inside
+from lct_jax.untrusted import UnreadableFileError
+from lct_jax.untrusted import read_json as read_untrusted
 from lct_jax.workdir.lock import now_iso
 
 CONFIG_FILE = 'config.json'
@@ -38,6 +42,16 @@ NOT_TRAINING_KEYS = (
     'data.latent_dir', 'data.image_dir', 'data.encode_batch_size', 'autoencoder.weights',
     'sampling.', 'evaluation.',
 )
+
+
+# Config keys whose value is a path. A run's config.json is data from whoever made the run (a copied
+# work directory): a path read there never widens where a command writes (`apply_recorded`), and a
+# JSON study file may not set one (study/spec.py).
+PATH_KEYS = ('data.latent_dir', 'data.image_dir', 'data.tfds_data_dir', 'data.tfds_name', 'autoencoder.weights',
+             'evaluation.inception_weights', 'evaluation.vgg16_weights', 'evaluation.reference_stats',
+             'evaluation.save_reference_stats', 'evaluation.reference_dir', 'evaluation.comparison_dir')
+# ... and of those, the ones sample / evaluate write to
+WRITE_PATH_KEYS = ('evaluation.comparison_dir', 'evaluation.save_reference_stats')
 
 
 class ConfigChangedError(ValueError):
@@ -87,9 +101,11 @@ def format_changes(changes: dict[str, tuple]) -> str:
     return '\n'.join(f'  {k}: {show(old)} -> {show(new)}' for k, (old, new) in changes.items())
 
 
-def apply_recorded(config, recorded: dict, overrides: dict) -> tuple[object, list[str]]:
+def apply_recorded(config, recorded: dict, overrides: dict, workdir: str | None = None) -> tuple[object, list[str]]:
     """(a copy of `config` with every value the record holds, then `overrides` on top; the keys of
-    the record that `config` cannot take, e.g. from an older version of the code)."""
+    the record that `config` cannot take, e.g. from an older version of the code, or may not: a
+    path the command would write to (WRITE_PATH_KEYS) outside `workdir`, which only the command
+    line can give)."""
     merged = config.copy_and_resolve_references()
     current = flatten(config_as_dict(config))
     skipped = []
@@ -98,6 +114,10 @@ def apply_recorded(config, recorded: dict, overrides: dict) -> tuple[object, lis
             continue
         if key not in current:
             skipped.append(key)
+            continue
+        if key in WRITE_PATH_KEYS and value and value != current[key] and not (
+                workdir is not None and isinstance(value, str) and is_inside(workdir, os.path.join(workdir, value))):
+            skipped.append(f'{key} (a path outside the work directory: give it on the command line to use it)')
             continue
         *path, leaf = key.split('.')
         node = merged
@@ -118,19 +138,30 @@ def apply_recorded(config, recorded: dict, overrides: dict) -> tuple[object, lis
     return merged, skipped
 
 
+def config_of_run(config, workdir: str, overrides: dict):
+    """The run's recorded config (<workdir>/config.json) with `overrides` (the command line's
+    --config.* flags, {dotted key: value}) on top, so sampling and evaluating a run need not repeat
+    its training flags; `config` as given if the work directory has no record. Process 0 says which."""
+    import jax
+    recorded = recorded_config(workdir)
+    if recorded is None:
+        return config
+    merged, skipped = apply_recorded(config, recorded, overrides, workdir)
+    if jax.process_index() == 0:
+        print(f'config: the run\'s record {os.path.join(workdir, CONFIG_FILE)}'
+              + (f', with {sorted(overrides)} from the command line' if overrides else '')
+              + (f'; keys this code\'s config does not have, ignored: {skipped}' if skipped else ''), flush=True)
+    return merged
+
+
 # --- the files ---------------------------------------------------------------
 
 def _write_atomically(path: str, data) -> None:
-    tmp = f'{path}.{os.getpid()}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=1)
-        f.write('\n')
-    os.replace(tmp, path)
+    writer.write_json(path, data)
 
 
 def read_json(path: str, what: str = 'a run record file'):
     """A record file's content (a JSON object), None if absent; a damaged one is an error naming it."""
-    from lct_jax.untrusted import read_json as read_untrusted
     if not os.path.exists(path):
         return None
     return read_untrusted(path, what, expect=dict)
@@ -142,7 +173,6 @@ def recorded_config(workdir: str) -> dict | None:
 
 def read_run(path: str) -> dict | None:
     """run.json, its lists checked (every writer and reader of it relies on them)."""
-    from lct_jax.untrusted import UnreadableFileError
     run = read_json(path, "the run's history")
     if run is None:
         return None

@@ -16,7 +16,12 @@ import numpy as np
 
 from lct_jax.workdir import environment
 from lct_jax.workdir.lock import STALE_AFTER_S, WorkdirLock
-from lct_jax.workdir.record import RunRecord, config_as_dict, format_changes, latest_checkpoint_step
+from lct_jax.workdir.record import (
+    RunRecord,
+    config_as_dict,
+    format_changes,
+    latest_checkpoint_step,
+)
 
 
 class StartRefusedError(RuntimeError):

@@ -90,6 +90,7 @@ def latent_dir(root: str) -> str:
 def authors_state_dict(seed: int = 0) -> dict:
     """The smoke UNet as the authors' DhariwalUNet state dict (torch tensors)."""
     import torch
+
     from lct_jax.builders import build_model
     from tests.reference.torch_unet import DhariwalUNet
     m = build_model(smoke_config())

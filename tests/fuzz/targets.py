@@ -201,9 +201,9 @@ def _images(case):
 
 
 def _load_params(case, checkpoint=''):
-    from lct_jax import cli
+    from lct_jax.modes import run_weights
     config = corpus.smoke_config()
-    params, desc = cli.load_params(config, os.path.join(case, 'wd'), checkpoint)
+    params, desc = run_weights.load_params(config, os.path.join(case, 'wd'), checkpoint)
     return digest({'params': params, 'desc': desc})
 
 
@@ -225,13 +225,13 @@ def _weights(ext):
 
 
 def _run_record(case):
-    from lct_jax import cli
     from lct_jax.study import progress
+    from lct_jax.workdir import record
     from lct_jax.workdir.record import RunRecord, config_as_dict
     wd = os.path.join(case, 'wd')
     config = corpus.smoke_config()
     changes = RunRecord(wd).check_start(config_as_dict(config), False)
-    merged = cli.config_of_run(config, wd, {})
+    merged = record.config_of_run(config, wd, {})
     state = progress.run_state(wd)
     return digest({'changes': repr(changes), 'config': merged.to_json_best_effort(sort_keys=True),
                    'state': {k: state[k] for k in ('state', 'step', 'total_steps')}})

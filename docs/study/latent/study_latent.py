@@ -48,7 +48,11 @@ VARIANTS = {**PIXEL_VARIANTS, 'fixed_c': 'fixed_c',
             'meanflow': 'meanflow',
             # ... and the LDM-8† baseline (configs/default.py:ldm: the same UNet as an EDM latent diffusion
             # model, Euler 250 NFE), the diffusion row MeanFlow and sLCT are set beside
-            'ldm': 'ldm'}
+            'ldm': 'ldm',
+            # ... and the 2025 state of the art of few-step training from scratch (issue 32): sCT
+            # (continuous-time consistency in TrigFlow, variants.apply_sct) and improved MeanFlow
+            # (variants.apply_imf), on the same latents, UNet and budget
+            'sct': 'sct', 'imf': 'imf'}
 
 # the autoencoder's setting (a configs/digits_latent.py variant; '' = its default, 400 steps at KL weight
 # 1e-6): ae_long, 2,400 steps, whose normalised latents have the heaviest tails measured (docs/study/README.md)

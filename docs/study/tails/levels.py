@@ -18,6 +18,7 @@ Measured on the pinned latents (per-element standardised, all 1,797 x 256 elemen
     0     1.00        1.81            0.75%           0.082%               13.3
     0.5   1.05       28.3             2.86%           0.565%               34.9
     1     1.21      288               6.12%           1.615%               88.1
+    2     2.55     6750              13.19%           5.438%              499
 
 (times sigma_data = 0.5 in training units). docs/study/tails/README.md says why this map.
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'
 from study_latent import CONFIG, PINS, SEEDS, SHARED, STEPS  # noqa: E402  the latent study's, unchanged
 
 # level name -> data.tail_power
-LEVELS = {'p0': 0.0, 'p0.5': 0.5, 'p1': 1.0}
+LEVELS = {'p0': 0.0, 'p0.5': 0.5, 'p1': 1.0, 'p2': 2.0}
 # sLCT, the iLCT baseline, and the one swap the mechanism is about (Cauchy -> Pseudo-Huber)
 VARIANTS = {'sLCT': '', 'iLCT': 'ilct', 'huber': 'huber'}
 

@@ -10,7 +10,7 @@ shows its FID over training without a hand-made loop afterwards. The rows go to:
                                 retention never deletes those steps (`protected_steps`)
 
 Everything that does not change between evaluations (reference statistics, feature networks,
-the samplers compiled on the mesh) is built once, at the first evaluation (evaluator.py); the
+the samplers compiled on the mesh) is built once, at the first evaluation (builders.build_evaluator); the
 train step is not touched, so it is not recompiled. An evaluation step is also a checkpoint
 step, so the best record always names a checkpoint that exists.
 
@@ -27,6 +27,12 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+
+from lct_jax import parallel, writer
+from lct_jax.builders import build_evaluator
+from lct_jax.evaluation.table1 import ROW_FORMAT
+from lct_jax.train.metric_writer import split_history
 
 RECORD = 'evaluations.jsonl'
 DROPPED = 'evaluations.dropped.jsonl'
@@ -50,19 +56,16 @@ def read_record(workdir: str) -> list[dict]:
 
 def truncate_record(workdir: str, last_kept_step: int) -> int:
     """Move the record's rows after `last_kept_step` to evaluations.dropped.jsonl; how many."""
-    from lct_jax.train.metric_writer import split_history
     path = os.path.join(workdir, RECORD)
     if not os.path.exists(path):
         return 0
     with open(path) as f:
         kept, dropped = split_history(f.readlines(), last_kept_step)
     if dropped:
-        with open(os.path.join(workdir, DROPPED), 'a') as f:
-            for line in dropped:
-                f.write(json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line}) + '\n')
-        with open(path + '.tmp', 'w') as f:
-            f.writelines(line + '\n' for line in kept)
-        os.replace(path + '.tmp', path)
+        writer.append_line(os.path.join(workdir, DROPPED),
+                           [json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line})
+                            for line in dropped])
+        writer.write_text(path, ''.join(line + '\n' for line in kept))
     return len(dropped)
 
 
@@ -89,9 +92,8 @@ def protected_steps(workdir: str) -> set[int]:
 
 
 def write_best(workdir: str, rows: list[dict]) -> dict:
-    from lct_jax.keep import write_atomically
     best = best_by_sampler(rows)
-    write_atomically(os.path.join(workdir, BEST), json.dumps(best, indent=1, sort_keys=True))
+    writer.write_json(os.path.join(workdir, BEST), best, sort_keys=True)
     return best
 
 
@@ -130,25 +132,20 @@ class TrainingEvaluation:
             return False
         pending = self.start not in {r['step'] for r in read_record(self.workdir)} if self.main else False
         if jax.process_count() > 1:  # meet first: a collective gives a late peer only 30 s (parallel.barrier)
-            from jax.experimental import multihost_utils
-            from lct_jax import parallel
             parallel.barrier(f'lct_jax/evaluation/pending/{self.start}')
             pending = bool(multihost_utils.broadcast_one_to_all(np.int32(pending)))
         return pending
 
-    def run(self, step: int, state, writer) -> list[dict]:
-        from lct_jax.evaluation.evaluator import Evaluator
+    def run(self, step: int, state, metric_writer) -> list[dict]:
         name = self.config.sampling.ema
         params = state.params if name == 'params' else state.ema.get(name, state.params)
         if self.evaluator is None:  # reference statistics and samplers: once per run
-            self.evaluator = Evaluator(self.config, self.workdir, self.mesh, show_progress=False)
+            self.evaluator = build_evaluator(self.config, self.workdir, self.mesh, show_progress=False)
         rows = [dict(r, step=step) for r in self.evaluator.rows(params, f'step {step}:{name}', num=self.num)]
-        writer.scalars(step, metrics_of(rows))
+        metric_writer.scalars(step, metrics_of(rows))
         if self.main:
-            from lct_jax.evaluation.table1 import ROW_FORMAT
-            with open(os.path.join(self.workdir, RECORD), 'a') as f:
-                for r in rows:
-                    f.write(json.dumps({'format': ROW_FORMAT, **r}, ensure_ascii=False) + '\n')
+            writer.append_line(os.path.join(self.workdir, RECORD),
+                               [json.dumps({'format': ROW_FORMAT, **r}, ensure_ascii=False) for r in rows])
             best = write_best(self.workdir, read_record(self.workdir))
             print(f'evaluation at step {step}: ' + ', '.join(
                 f'{r["sampler"]} FID {r["fid"]:.4g} (best {best[r["sampler"]]["fid"]:.4g} at step '

@@ -26,7 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lct_jax import writer
+from lct_jax.data.sources import make_source
+from lct_jax.images import save_grid
 from lct_jax.models.autoencoder import AutoencoderKL, posterior_sample, to_uint8
+from lct_jax.models.convert import _torch_vae_module  # noqa: PLC2701 - the one place names are mapped
 
 EXPORT_DIR = 'vae'
 CHECKPOINT_DIR = 'ae_checkpoints'
@@ -92,7 +96,6 @@ def diffusers_config(model: AutoencoderKL, resolution: int, scale_factor: float)
 def torch_state_dict(params, model: AutoencoderKL) -> dict[str, np.ndarray]:
     """Our params under diffusers' names and layouts: the inverse of `convert.vae_params_from_torch`."""
     from flax import traverse_util
-    from lct_jax.models.convert import _torch_vae_module  # noqa: PLC2701 - the one place names are mapped
     out = {}
     for path, value in traverse_util.flatten_dict(params).items():
         *mods, leaf = path
@@ -107,18 +110,15 @@ def torch_state_dict(params, model: AutoencoderKL) -> dict[str, np.ndarray]:
 
 
 def export_diffusers(params, model: AutoencoderKL, folder: str, resolution: int, scale_factor: float) -> str:
-    from safetensors.numpy import save_file
-    os.makedirs(folder, exist_ok=True)
-    save_file(torch_state_dict(params, model), os.path.join(folder, 'diffusion_pytorch_model.safetensors'))
-    with open(os.path.join(folder, 'config.json'), 'w') as f:
-        json.dump(diffusers_config(model, resolution, scale_factor), f, indent=1)
+    from safetensors.numpy import save
+    writer.write_bytes(os.path.join(folder, 'diffusion_pytorch_model.safetensors'), save(torch_state_dict(params, model)))
+    writer.write_json(os.path.join(folder, 'config.json'), diffusers_config(model, resolution, scale_factor))
     return folder
 
 
 # --- the mode --------------------------------------------------------------------------------------------
 
 def _images(config) -> np.ndarray:
-    from lct_jax.data.sources import make_source
     src = make_source(config.data)
     return src.images(range(len(src))).astype(np.float32) / 127.5 - 1.0
 
@@ -136,7 +136,6 @@ def latent_means(params, model, images: np.ndarray, batch: int = 256) -> np.ndar
 
 def train_autoencoder(config, workdir: str) -> dict:
     import orbax.checkpoint as ocp
-    from lct_jax.images import save_grid
     cfg = config.autoencoder_training
     images = _images(config)
     model = build_autoencoder(cfg, images.shape[-1])
@@ -182,8 +181,7 @@ def train_autoencoder(config, workdir: str) -> dict:
     rows = np.concatenate([np.concatenate([real_u8[i:i + 8], recon_u8[i:i + 8]]) for i in range(0, n, 8)])
     save_grid(os.path.join(workdir, 'ae_reconstructions.png'), rows)
     export_diffusers(params, model, os.path.join(workdir, EXPORT_DIR), images.shape[1], config.autoencoder.scale_factor)
-    with open(os.path.join(workdir, 'ae_metrics.json'), 'w') as f:
-        json.dump(summary, f, indent=1)
+    writer.write_json(os.path.join(workdir, 'ae_metrics.json'), summary)
     print(json.dumps(summary), flush=True)
     print(f'autoencoder: weights {os.path.join(workdir, EXPORT_DIR)} (diffusers folder); '
           f'reconstructions {os.path.join(workdir, "ae_reconstructions.png")}', flush=True)

@@ -1,19 +1,22 @@
-"""What a MeanFlow train step costs against the sLCT step: time and peak memory, same network and batch.
+"""What the JVP-based train steps (MeanFlow, sCT, improved MeanFlow) cost against the sLCT step:
+time and peak memory, same network and batch.
 
-MeanFlow's loss runs the network once in forward mode (`jax.jvp`: u and du/dt together) and
-differentiates that, where sLCT runs it twice in reverse-differentiable form (student) plus no-grad
-(target). The users report MeanFlow at 2-3x a diffusion step. Measured here, in one invocation, for
-each network below: the compiled `update` program of both objectives on the same network (the
-sLCT config's norms; MeanFlow's network takes the second time h, which adds one embedding), the
-same batch and the host-paired noise, the step run on a carried state:
+sLCT runs the network twice forward (student with gradient, target without) and once backward.
+MeanFlow runs it once in forward mode (`jax.jvp`: u and du/dt together) and differentiates that;
+sCT runs it once with gradient (F and the logvar head) and once under `jax.jvp` (F^- and its
+total derivative), without gradient; improved MeanFlow adds a forward for the JVP's tangent (the
+network's own velocity) to MeanFlow's JVP, and a second output head. Measured here, in one
+invocation, for each network below: the compiled `update` program of each objective on the same
+network (the sLCT config's norms; the two-time networks add one embedding, sCT's a logvar head,
+iMF's a second output layer), the same batch and the host-paired noise, on a carried state:
 
   time     median seconds per step over --repeats steps, the two objectives' calls interleaved so
            that both see the same load (benchmarks/common.timeit_side_by_side)
   memory   XLA's memory analysis of the compiled update program: arguments + outputs + temporaries
            - aliased (the donated state), as benchmarks/sections/peak_memory.py
 
-    python benchmarks/meanflow_step.py [--repeats 15]
-Writes benchmarks/meanflow_step.json (and .md). On 2 CPU cores, a few minutes.
+    python benchmarks/objective_step.py [--repeats 15]
+Writes benchmarks/objective_step.json (and .md). On 2 CPU cores, a few minutes.
 """
 from __future__ import annotations
 
@@ -41,13 +44,20 @@ NETWORKS = {
 }
 
 
-def configs_for(variant: str):
-    """(sLCT config, MeanFlow config) on the same network: MeanFlow keeps the sLCT norms."""
+OBJECTIVES = ('meanflow', 'sct', 'imf')   # each against 'slct'
+NAMES = {'slct': 'sLCT', 'meanflow': 'MeanFlow', 'sct': 'sCT', 'imf': 'iMF'}
+
+
+def configs_for(variant: str) -> dict:
+    """{objective: config} on the same network: every objective keeps the sLCT norms."""
     slct = default.get_config(variant)
-    mf = default.get_config(','.join(v for v in (variant, 'meanflow') if v))
-    with mf.unlocked():
-        mf.model.update(block_norm=slct.model.block_norm, out_norm=slct.model.out_norm)
-    return slct, mf
+    out = {'slct': slct}
+    for name in OBJECTIVES:
+        c = default.get_config(','.join(v for v in (variant, name) if v))
+        with c.unlocked():
+            c.model.update(block_norm=slct.model.block_norm, out_norm=slct.model.out_norm)
+        out[name] = c
+    return out
 
 
 def peak_bytes(compiled) -> int:
@@ -67,44 +77,48 @@ class Runner:
         self.peak = peak_bytes(self.compiled)
 
     def __call__(self):
-        self.state, metrics = self.compiled(self.state, *self.batch)
+        self.state, metrics = self.compiled(self.state, self.batch)
         return metrics['loss']
 
 
 def measure(name: str, variant: str, repeats: int, mesh) -> dict:
-    slct_cfg, mf_cfg = configs_for(variant)
+    configs = configs_for(variant)
+    slct_cfg = configs['slct']
     m = slct_cfg.model
     x = jax.random.normal(jax.random.key(1), (slct_cfg.batch_size, m.img_resolution, m.img_resolution,
                                               m.in_channels))
-    runners = {'slct': Runner(slct_cfg, mesh, x), 'meanflow': Runner(mf_cfg, mesh, x)}
+    runners = {key: Runner(c, mesh, x) for key, c in configs.items()}
     times = timeit_side_by_side(runners, repeats=repeats, warmup=2)
     row = {'network': NETWORKS[name][1], 'batch': slct_cfg.batch_size, 'repeats': repeats}
     for key, r in runners.items():
         row[key] = {'step_seconds': times[key], 'peak_bytes': r.peak, 'compile_seconds': r.compile_seconds}
-    row['time_ratio'] = times['meanflow'] / times['slct']
-    row['memory_ratio'] = runners['meanflow'].peak / runners['slct'].peak
+        if key != 'slct':
+            row[key].update(time_ratio=times[key] / times['slct'], memory_ratio=r.peak / runners['slct'].peak)
     print(name, json.dumps(row), flush=True)
     return row
 
 
 def write_markdown(result: dict, path: str) -> None:
-    lines = ['# MeanFlow step against the sLCT step, same network and batch', '',
-             f'Made by `python benchmarks/meanflow_step.py --repeats {result["repeats"]}` on '
-             f'{result["cpus"]} CPUs ({result["jax"]}; one invocation, the two steps interleaved). '
+    lines = ['# The JVP-based steps against the sLCT step, same network and batch', '',
+             f'Made by `python benchmarks/objective_step.py --repeats {result["repeats"]}` on '
+             f'{result["cpus"]} CPUs ({result["jax"]}; one invocation, the steps interleaved). '
              'Time: median seconds per step; memory: XLA\'s analysis of the compiled update program '
              '(arguments + outputs + temporaries - donated).' + (f' {result["note"]}' if result.get('note') else ''), '',
-             '| network | batch | sLCT s/step | MeanFlow s/step | time ratio | sLCT MB | MeanFlow MB | memory ratio |',
-             '|---|---|---|---|---|---|---|---|']
+             '| network | objective | s/step | time / sLCT | MB | memory / sLCT |', '|---|---|---|---|---|---|']
     for row in result['rows'].values():
-        s, f = row['slct'], row['meanflow']
-        lines.append(f'| {row["network"]} | {row["batch"]} | {s["step_seconds"]:.4f} | {f["step_seconds"]:.4f} '
-                     f'| **{row["time_ratio"]:.2f}** | {s["peak_bytes"] / 1e6:.1f} | {f["peak_bytes"] / 1e6:.1f} '
-                     f'| **{row["memory_ratio"]:.2f}** |')
-    lines += ['', 'Why near 1: the sLCT step runs the network forward twice (student, target) and backward once; '
-              'MeanFlow runs it forward once with its tangent (u and du/dt from one `jax.jvp`) and backward once, '
-              'through u only (the target, du/dt included, is under stop_gradient). The tangent costs about a '
-              'forward, so the two steps do similar work; the extra memory is the tangent\'s activations. '
-              'On this CPU these small steps are partly overhead; an accelerator\'s ratios differ.', '']
+        s = row['slct']
+        lines.append(f'| {row["network"]} | sLCT | {s["step_seconds"]:.4f} | 1 | {s["peak_bytes"] / 1e6:.1f} | 1 |')
+        for key in OBJECTIVES:
+            if key in row:
+                o = row[key]
+                lines.append(f'| | {NAMES[key]} | {o["step_seconds"]:.4f} | **{o["time_ratio"]:.2f}** | '
+                             f'{o["peak_bytes"] / 1e6:.1f} | **{o["memory_ratio"]:.2f}** |')
+    lines += ['', 'Where the work goes: sLCT, two forwards (one without gradient) and one backward; MeanFlow, one '
+              'forward with its tangent (`jax.jvp`) and one backward through u; sCT, one forward with gradient, one '
+              'forward with its tangent without gradient, one backward; iMF, MeanFlow\'s plus one forward for the '
+              'tangent (the network\'s own velocity) and the v-head. A tangent costs about a forward. On this CPU '
+              'these small steps are partly overhead; an accelerator\'s ratios differ (the accelerator check '
+              'measures them there: benchmarks/device_check/steps.py, part 10).', '']
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
 
@@ -119,7 +133,7 @@ def main():
     rows = {name: measure(name, NETWORKS[name][0], args.repeats, mesh) for name in args.networks.split(',')}
     result = {'repeats': args.repeats, 'cpus': os.cpu_count(), 'devices': jax.device_count(),
               'jax': f'jax {jax.__version__}', 'machine': platform.machine(), 'note': args.note, 'rows': rows}
-    out = os.path.join(ROOT, 'benchmarks', 'meanflow_step')
+    out = os.path.join(ROOT, 'benchmarks', 'objective_step')
     with open(out + '.json', 'w') as f:
         json.dump(result, f, indent=1)
     write_markdown(result, out + '.md')

@@ -21,7 +21,6 @@ Methods:
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P

@@ -1,28 +1,33 @@
 """MeanFlow's few-step sampler: z_r = z_t - (t - r) u(z_t, t, t - r) down a grid of flow times.
 
 As the authors' `solver_step`: 1 step is t = 1 -> r = 0 (z_0 = e - u(e, 1, 1)), 2 steps
-1 -> 0.5 -> 0. Sample i starts from the unit noise every sampler of `lct_jax.sampling` starts
-from (z_i of fold_in(key(seed), i), then fold_in(., 0)): the consistency samplers scale it by
-sigma_max, MeanFlow takes it as is (t = 1 is pure noise). So `--mode sample/evaluate`, the
-grids and the results tables compare every objective on the same starting noise.
+1 -> 0.5 -> 0 (meanflow.two_step_times). Sample i starts from the same unit noise as every other
+sampler (spec.unit_noise): t = 1 is pure noise, so it is taken as is.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
+from lct_jax.sampling.spec import (
+    SamplerSpec,
+    jit_over_mesh,
+    sample_keys,
+    unit_noise,
+    with_labels,
+)
 
-def meanflow_spec(label: str, times):
-    """A `sampling.SamplerSpec` for the times (1.0, ..., 0.0): its `sigmas` field holds them."""
-    from lct_jax.sampling import SamplerSpec
+
+def meanflow_spec(label: str, times) -> SamplerSpec:
+    """A SamplerSpec for the times (1.0, ..., 0.0): its `sigmas` field holds them."""
     times = tuple(float(s) for s in times)
     if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
         raise ValueError(f'MeanFlow sampler times {times}: must fall from 1.0 to 0.0')
     return SamplerSpec(label, 'meanflow', times, len(times) - 1)
 
 
-def configured_specs(obj):
+def configured(sampling_config, obj) -> list[SamplerSpec]:
     """The 1-step and 2-step rows of a MeanFlow objective."""
+    del sampling_config
     return [meanflow_spec('1-step', (1.0, 0.0)),
             meanflow_spec(f'{len(obj.two_step_times) - 1}-step', obj.two_step_times)]
 
@@ -41,13 +46,16 @@ def meanflow_sample(apply_fn, params, noise, times):
 
 def make_meanflow_sampler(spec, apply_fn, shape, seed: int, mesh=None, num_classes: int = 0):
     """A jitted (params, sample indices) -> latents for a 'meanflow' SamplerSpec; sample i of class
-    `sampling.class_of(i)` for a class-conditional model."""
-    from lct_jax import sampling
+    `spec.class_of(i)` for a class-conditional model."""
     times = tuple(float(s) for s in spec.sigmas)
 
     def fn(params, indices):
-        keys = sampling.sample_keys(seed, indices)
-        noise = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 0), shape, jnp.float32))(keys)
-        return meanflow_sample(sampling._with_labels(apply_fn, indices, num_classes), params, noise, times)
+        noise = unit_noise(sample_keys(seed, indices), shape, 0)
+        return meanflow_sample(with_labels(apply_fn, indices, num_classes), params, noise, times)
 
-    return sampling._jit_over_mesh(fn, mesh)
+    return jit_over_mesh(fn, mesh)
+
+
+def make(spec: SamplerSpec, apply_fn, obj, shape, seed: int, mesh=None, num_classes: int = 0):
+    del obj
+    return make_meanflow_sampler(spec, apply_fn, shape, seed, mesh, num_classes)

@@ -1,5 +1,5 @@
-"""The MeanFlow objective (Geng et al. 2025, arXiv 2505.13447), as the authors' `meanflow.py`
-(github.com/Gsunshine/meanflow) defines it, beside `slct_loss` and the LDM-8† baseline.
+"""MeanFlow (Geng et al. 2025, arXiv 2505.13447), as the authors' `meanflow.py`
+(github.com/Gsunshine/meanflow) defines it, trained from scratch beside sLCT and the LDM-8† baseline.
 
 Flow path z_t = (1 - t) x + t e with t in [0, 1] (t = 1 is pure noise), conditional velocity
 v = e - x. A network u(z, t, h) predicts the average velocity over [r, t], h = t - r; the
@@ -17,15 +17,17 @@ divided by the stop-gradient adaptive weight (err + eps)^p (p = 1, eps = 0.01); 
 `meanflow_loss` is a pure function of explicit inputs (every random draw is an argument), so
 tests check it against closed forms with no trained network; `draw_times` and
 `draw_class_drop` make those draws from a key, as the authors do; `MeanFlowObjective.loss` is
-what the train step differentiates.
+what the train step differentiates. Sampled with lct_jax/sampling/meanflow.py.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from lct_jax.objectives.base import Batch, Objective
 
 # The authors' defaults (configs/default.py of Gsunshine/meanflow).
 P_MEAN, P_STD = -0.4, 1.0        # logit-normal (t, r) sampler
@@ -149,12 +151,13 @@ def meanflow_loss(u_fn: Callable, x, noise, t, r, *, norm_p: float = NORM_P, nor
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanFlowObjective:
-    """Hyper-parameters of the MeanFlow objective; defaults are the authors' (guidance off).
+class MeanFlowObjective(Objective):
+    """Hyper-parameters of the MeanFlow objective (config.meanflow); defaults are the authors'
+    (guidance off).
 
-    The train step calls `loss` with the class labels itself (`takes_labels`): MeanFlow drops
-    them to the null class inside the objective, since a dropped row's target is unguided, and
-    the network must not drop them again (`drop_labels=False`).
+    MeanFlow takes the batch's class labels itself: it drops them to the null class inside the
+    objective, since a dropped row's target is unguided, and the network must not drop them again
+    (`drop_labels=False`). It runs the network in float32 whatever model.dtype (the JVP).
     """
     p_mean: float = P_MEAN
     p_std: float = P_STD
@@ -165,11 +168,14 @@ class MeanFlowObjective:
     kappa: float = 0.0
     t_start: float = 0.0
     t_end: float = 1.0
+    two_step_times: tuple = TWO_STEP_TIMES
     num_classes: int = 0             # > 0: class-conditional; the null class is index num_classes
     class_dropout_prob: float = 0.0
-    two_step_times: tuple = TWO_STEP_TIMES
 
-    takes_labels = True              # a class attribute: read by the train step
+    name: ClassVar[str] = 'meanflow'
+    config_section: ClassVar[str] = 'meanflow'
+    samplers: ClassVar[tuple] = ('meanflow',)
+    metric_names: ClassVar[tuple] = ('meanflow_loss', 'squared_error', 'v_loss', 'r_equals_t')
 
     def __post_init__(self):
         if not 0.0 <= self.data_proportion <= 1.0:
@@ -186,27 +192,42 @@ class MeanFlowObjective:
         if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
             raise ValueError(f'meanflow.two_step_times={self.two_step_times}: must fall from 1.0 to 0.0')
 
+    @classmethod
+    def check_config(cls, config) -> None:
+        if not config.model.get('two_times', False):
+            raise ValueError("objective='meanflow' needs a two-time network (u(z, t, h)): set "
+                             'model.two_times=True (the :meanflow variants do)')
+
+    @classmethod
+    def run_fields(cls, config) -> dict:
+        m = config.model
+        classes = int(m.dit.num_classes) if m.get('kind', 'unet') == 'dit' else 0
+        # the DiT's label dropout rate, applied by the objective (the null class)
+        return {'num_classes': classes,
+                'class_dropout_prob': float(m.dit.class_dropout_prob) if classes else 0.0}
+
     def network_apply(self, model):
         """The apply function the loss runs: the model in float32, whatever model.dtype (the JVP)."""
         return model.clone(dtype=jnp.float32).apply
 
-    def loss(self, params, apply_fn, x, z, key, step, labels=None, train: bool = True):
-        """(loss, metrics): the signature the train step differentiates (see `Objective.loss`),
-        plus the batch's class labels (None: unconditional). z is the batch's noise e."""
+    def loss(self, params, model, batch: Batch, key, step):
+        """(loss, metrics) of one batch; batch.z is its noise e."""
         del step  # no curriculum
+        apply_fn = self.network_apply(model)
+        x, labels = batch.x, batch.labels
         time_key, drop_key, dropout_key = jax.random.split(key, 3)
         t, r = draw_times(time_key, x.shape[0], self.p_mean, self.p_std, self.data_proportion)
         rngs = {'dropout': dropout_key}
 
         def u_fn(z_, t_, h_, y=None):
             extra = {} if y is None else {'labels': y, 'drop_labels': False}
-            return apply_fn({'params': params}, z_, t_, h=h_, train=train, rngs=rngs, **extra)
+            return apply_fn({'params': params}, z_, t_, h=h_, train=True, rngs=rngs, **extra)
 
         drop = None
         if labels is not None:
             drop = draw_class_drop(drop_key, x.shape[0], self.class_dropout_prob)
         loss, terms = meanflow_loss(
-            u_fn, x, z, t, r, norm_p=self.norm_p, norm_eps=self.norm_eps, labels=labels, drop=drop,
+            u_fn, x, batch.z, t, r, norm_p=self.norm_p, norm_eps=self.norm_eps, labels=labels, drop=drop,
             null_class=self.num_classes if labels is not None else None, omega=self.omega, kappa=self.kappa,
             t_start=self.t_start, t_end=self.t_end)
         metrics = {'loss': loss, 'meanflow_loss': loss, 'squared_error': jnp.mean(terms['squared_error']),
