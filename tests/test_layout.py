@@ -144,3 +144,20 @@ def test_the_training_loop_makes_no_implicit_host_transfer_between_log_steps(tmp
     with pytest.raises(Exception, match='Disallowed'):
         with jax.transfer_guard('disallow'):
             float(x)
+
+
+def test_runs_recorded_before_the_layout_change_resume_and_evaluate_without_a_flag():
+    """config keys are unchanged and new ones default to the old behaviour: a run recorded before
+    the change (an exported latent-study run) is a start with no change that needs permission."""
+    from configs import digits_latent
+    from lct_jax.workdir import record
+    run = os.path.join(ROOT, 'docs', 'study', 'latent', 'runs', 'sLCT', 'seed_0')
+    current = digits_latent.get_config('ae_long')
+    recorded = record.recorded_config(run)
+    with current.unlocked():   # the paths and the seed of that run (given on its command line)
+        current.data.latent_dir, current.autoencoder.weights = recorded['data']['latent_dir'], recorded['autoencoder']['weights']
+        current.train.keep_period = recorded['train']['keep_period']
+    changes = record.RunRecord(run).check_start(record.config_as_dict(current), allow_change=False)
+    assert changes and all(old == record.ABSENT for old, _ in changes.values()), changes   # only new keys
+    merged, skipped = record.apply_recorded(current, recorded, {}, run)
+    assert merged.data.tail_power == 0.0 and not merged.model.logvar_head and merged.objective == 'slct'

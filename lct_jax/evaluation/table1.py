@@ -37,6 +37,13 @@ def results_files(paths) -> list[str]:
 ROW_FORMAT = 'lct_jax.evaluate/1'   # each row --mode=evaluate writes carries it (results.append_rows)
 
 
+# the types a row's fields must have (None allowed: a paper number or a recall that does not exist)
+ROW_FIELDS = {'run': str, 'checkpoint': str, 'dataset': str, 'method': str, 'sampler': str, 'features': str,
+              'pr_features': str, 'nfe': int, 'num_samples': int, 'step': int, 'fid': (int, float),
+              'paper_fid': (int, float), 'precision': (int, float), 'recall': (int, float), 'paper_recall': (int, float)}
+ROW_FIELD_NAMES = {k: 'string' if v is str else 'whole number' if v is int else 'number' for k, v in ROW_FIELDS.items()}
+
+
 def evaluation_rows(path: str) -> tuple[list[dict] | None, str]:
     """(rows, '') if `path` holds evaluation results: a JSON list of row dicts, each naming its
     sampler and FID (rows written since the format tag carry `format`: ROW_FORMAT); else
@@ -55,6 +62,9 @@ def evaluation_rows(path: str) -> tuple[list[dict] | None, str]:
             return None, f'item {i} is not an evaluation row (a JSON object with sampler and fid)'
         if row.get('format', ROW_FORMAT) != ROW_FORMAT:
             return None, f'item {i} has format {row.get("format")!r}; this code reads {ROW_FORMAT!r}'
+        for key, kinds in ROW_FIELDS.items():
+            if key in row and not (row[key] is None or isinstance(row[key], kinds)) or isinstance(row.get(key), bool):
+                return None, f'item {i}: {key!r} = {str(row[key])[:40]!r} is not a {ROW_FIELD_NAMES[key]}'
     return value, ''
 
 

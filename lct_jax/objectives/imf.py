@@ -32,7 +32,13 @@ import jax
 import jax.numpy as jnp
 
 from lct_jax.objectives.base import Batch, Objective
-from lct_jax.objectives.meanflow import TWO_STEP_TIMES, draw_class_drop, draw_times
+from lct_jax.objectives.meanflow import (
+    TWO_STEP_TIMES,
+    check_flow_times,
+    class_conditioning,
+    draw_class_drop,
+    draw_times,
+)
 
 P_MEAN, P_STD = -0.4, 1.0
 DATA_PROPORTION = 0.5
@@ -124,9 +130,7 @@ class IMFObjective(Objective):
             raise ValueError('imf.guidance=True needs a class-conditional model (model.dit.num_classes > 0)')
         if self.guidance and not self.class_dropout_prob > 0:
             raise ValueError('imf.guidance=True needs the null class: model.dit.class_dropout_prob > 0')
-        times = tuple(float(s) for s in self.two_step_times)
-        if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
-            raise ValueError(f'imf.two_step_times={self.two_step_times}: must fall from 1.0 to 0.0')
+        check_flow_times(self.two_step_times, 'imf.two_step_times')
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -140,9 +144,7 @@ class IMFObjective(Objective):
 
     @classmethod
     def run_fields(cls, config) -> dict:
-        m = config.model
-        classes = int(m.dit.num_classes) if m.get('kind', 'unet') == 'dit' else 0
-        return {'num_classes': classes, 'class_dropout_prob': float(m.dit.class_dropout_prob) if classes else 0.0}
+        return class_conditioning(config)
 
     def network_apply(self, model):
         return model.clone(dtype=jnp.float32).apply

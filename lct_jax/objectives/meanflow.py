@@ -150,6 +150,21 @@ def meanflow_loss(u_fn: Callable, x, noise, t, r, *, norm_p: float = NORM_P, nor
     return jnp.mean(per_sample), terms
 
 
+def check_flow_times(times, key: str) -> None:
+    """A few-step sampler's flow times must fall from 1.0 to 0.0 (`key` names the config field)."""
+    times = tuple(float(s) for s in times)
+    if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
+        raise ValueError(f'{key}={times}: must fall from 1.0 to 0.0')
+
+
+def class_conditioning(config) -> dict:
+    """num_classes and class_dropout_prob of a config's network (a class-conditional DiT), the
+    objective applying the label dropout itself (MeanFlow and iMF: a dropped row's target is unguided)."""
+    m = config.model
+    classes = int(m.dit.num_classes) if m.get('kind', 'unet') == 'dit' else 0
+    return {'num_classes': classes, 'class_dropout_prob': float(m.dit.class_dropout_prob) if classes else 0.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class MeanFlowObjective(Objective):
     """Hyper-parameters of the MeanFlow objective (config.meanflow); defaults are the authors'
@@ -188,9 +203,7 @@ class MeanFlowObjective(Objective):
                              '(model.dit.num_classes > 0)')
         if (guided or self.class_dropout_prob > 0) and self.num_classes and not self.class_dropout_prob > 0:
             raise ValueError('meanflow guidance needs the null class: model.dit.class_dropout_prob > 0')
-        times = tuple(float(s) for s in self.two_step_times)
-        if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
-            raise ValueError(f'meanflow.two_step_times={self.two_step_times}: must fall from 1.0 to 0.0')
+        check_flow_times(self.two_step_times, 'meanflow.two_step_times')
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -200,11 +213,7 @@ class MeanFlowObjective(Objective):
 
     @classmethod
     def run_fields(cls, config) -> dict:
-        m = config.model
-        classes = int(m.dit.num_classes) if m.get('kind', 'unet') == 'dit' else 0
-        # the DiT's label dropout rate, applied by the objective (the null class)
-        return {'num_classes': classes,
-                'class_dropout_prob': float(m.dit.class_dropout_prob) if classes else 0.0}
+        return class_conditioning(config)
 
     def network_apply(self, model):
         """The apply function the loss runs: the model in float32, whatever model.dtype (the JVP)."""

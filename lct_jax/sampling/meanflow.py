@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from lct_jax.objectives.meanflow import check_flow_times
 from lct_jax.sampling.spec import (
     SamplerSpec,
     jit_over_mesh,
@@ -20,8 +21,7 @@ from lct_jax.sampling.spec import (
 def meanflow_spec(label: str, times) -> SamplerSpec:
     """A SamplerSpec for the times (1.0, ..., 0.0): its `sigmas` field holds them."""
     times = tuple(float(s) for s in times)
-    if len(times) < 2 or times[0] != 1.0 or times[-1] != 0.0 or any(a <= b for a, b in zip(times, times[1:])):
-        raise ValueError(f'MeanFlow sampler times {times}: must fall from 1.0 to 0.0')
+    check_flow_times(times, 'MeanFlow sampler times')
     return SamplerSpec(label, 'meanflow', times, len(times) - 1)
 
 

@@ -32,7 +32,7 @@ from jax.experimental import multihost_utils
 from lct_jax import parallel, writer
 from lct_jax.builders import build_evaluator
 from lct_jax.evaluation.table1 import ROW_FORMAT
-from lct_jax.train.metric_writer import split_history
+from lct_jax.train.metric_writer import truncate_history
 
 RECORD = 'evaluations.jsonl'
 DROPPED = 'evaluations.dropped.jsonl'
@@ -55,18 +55,9 @@ def read_record(workdir: str) -> list[dict]:
 
 
 def truncate_record(workdir: str, last_kept_step: int) -> int:
-    """Move the record's rows after `last_kept_step` to evaluations.dropped.jsonl; how many."""
-    path = os.path.join(workdir, RECORD)
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        kept, dropped = split_history(f.readlines(), last_kept_step)
-    if dropped:
-        writer.append_line(os.path.join(workdir, DROPPED),
-                           [json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line})
-                            for line in dropped])
-        writer.write_text(path, ''.join(line + '\n' for line in kept))
-    return len(dropped)
+    """Move the record's rows after `last_kept_step` to evaluations.dropped.jsonl; how many (the
+    metrics' rule, train/metric_writer.py)."""
+    return truncate_history(workdir, last_kept_step, RECORD, DROPPED)
 
 
 def best_by_sampler(rows: list[dict]) -> dict:

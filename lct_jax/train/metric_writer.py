@@ -46,9 +46,10 @@ def split_history(lines: list[str], last_kept_step: int) -> tuple[list[str], lis
     return kept, dropped
 
 
-def truncate_history(workdir: str, last_kept_step: int) -> int:
-    """Move the rows after `last_kept_step` from metrics.jsonl to metrics.dropped.jsonl; how many."""
-    path = os.path.join(workdir, METRICS)
+def truncate_history(workdir: str, last_kept_step: int, name: str = METRICS, dropped_name: str = DROPPED) -> int:
+    """Move the rows after `last_kept_step` from <workdir>/<name> (metrics.jsonl) to <dropped_name>
+    (metrics.dropped.jsonl); how many."""
+    path = os.path.join(workdir, name)
     if not os.path.exists(path):
         return 0
     with open(path) as f:
@@ -57,7 +58,7 @@ def truncate_history(workdir: str, last_kept_step: int) -> int:
         return 0
     # Dropped rows first (appended, each tagged with the step resumed from), then the history
     # is replaced atomically: a crash in between loses nothing.
-    writer.append_line(os.path.join(workdir, DROPPED),
+    writer.append_line(os.path.join(workdir, dropped_name),
                        [json.dumps({'dropped_when_resuming_from_step': last_kept_step, 'line': line})
                         for line in dropped])
     writer.write_text(path, ''.join(line + '\n' for line in kept))

@@ -117,13 +117,16 @@ def _ancestors(case: str, file: str, name_root: str) -> list[str]:
 
 
 class Worker:
-    def __init__(self):
-        self.proc = None
+    """A worker process (`python -m <module> --worker`) that answers one JSON line per request; a
+    request with no answer in `timeout` is a hang (the worker is killed and restarted)."""
+
+    def __init__(self, module: str = 'tests.fuzz.harness'):
+        self.proc, self.module = None, module
 
     def ask(self, request: dict, timeout: float) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-            self.proc = subprocess.Popen([sys.executable, '-m', 'tests.fuzz.harness', '--worker'], cwd=ROOT, env=env,
+            self.proc = subprocess.Popen([sys.executable, '-m', self.module, '--worker'], cwd=ROOT, env=env,
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                          text=True, bufsize=1)
         self.proc.stdin.write(json.dumps(request) + '\n')

@@ -315,35 +315,10 @@ def worker_loop() -> None:
         answers.write(json.dumps(answer) + '\n')
 
 
-class Worker:
-    def __init__(self):
-        self.proc = None
-
-    def ask(self, request: dict, timeout: float) -> dict:
-        import selectors
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = subprocess.Popen([sys.executable, '-m', 'tests.fuzz.hostile', '--worker'], cwd=ROOT,
-                                         env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.DEVNULL, text=True, bufsize=1)
-        self.proc.stdin.write(json.dumps(request) + '\n')
-        self.proc.stdin.flush()
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout):
-            self.close()
-            return {'outcome': 'hang', 'detail': f'no answer in {timeout:.0f} s'}
-        line = self.proc.stdout.readline()
-        if not line:
-            rc = self.proc.wait()
-            self.proc = None
-            return {'outcome': 'crash', 'detail': f'worker exited with {rc}'}
-        return json.loads(line)
-
-    def close(self):
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
+def Worker():
+    """The reader fuzz's worker (tests/fuzz/harness.py), running this module's `worker_loop`."""
+    from tests.fuzz.harness import Worker as ReaderWorker
+    return ReaderWorker('tests.fuzz.hostile')
 
 
 # --- the driver ---------------------------------------------------------------------------------------
@@ -380,6 +355,7 @@ def run_cases(cases, work: str, timeout: float = 240.0, seed: int = 0, log=None)
     try:
         for i, (kind, target, command) in enumerate(cases):
             case = os.path.join(work, f'case_{i}')
+            shutil.rmtree(case, ignore_errors=True)   # a case left by an interrupted run
             shutil.copytree(root, case, symlinks=True)
             rng = np.random.default_rng([seed, i])
             what = mutate(case, target, rng) if kind == 'json' else symlink_out(case, target, rng)
