@@ -116,3 +116,51 @@ def test_tukey_summary_on_student_t3_against_known_values():
     g = tukey_summary(np.random.default_rng(0).standard_normal(2_000_000))
     assert abs(g['excess_kurtosis']) < 0.02
     assert g['fraction_beyond_outer_fences'] == pytest.approx(2 * 1.17e-6, abs=3e-6)  # 4.72 sigma
+
+
+# --- the committed study: its reports and paired differences regenerate ------------------------
+
+STUDY = __import__('os').path.join(__import__('os').path.dirname(__import__('os').path.dirname(
+    __import__('os').path.abspath(__file__))), 'docs', 'study')
+
+
+@pytest.mark.parametrize('level', ['p0.5', 'p1'])
+def test_a_levels_report_regenerates_byte_identical_from_its_export(level, tmp_path, monkeypatch):
+    """`python -m lct_jax.study report docs/study/tails/<level>/study.py` on a fresh clone (the work
+    root defaults to the export beside the study file) rewrites nothing: the committed report is what
+    the committed runs give. p0's runs are the latent study's, whose report has its own such test."""
+    import os
+    import shutil
+
+    from lct_jax.study.__main__ import main
+    clone = tmp_path / 'clone' / 'docs' / 'study'
+    for study in ('tails', 'latent', 'pixel'):   # a level's study file imports the latent study's setting
+        shutil.copytree(os.path.join(STUDY, study), clone / study)
+    here = clone / 'tails' / level
+    committed = {n: (here / n).read_bytes() for n in ('results.json', 'results.md')}
+    monkeypatch.chdir(tmp_path / 'clone')
+    assert main(['report', f'docs/study/tails/{level}/study.py']) == 0
+    assert {n: (here / n).read_bytes() for n in committed} == committed
+
+
+def test_the_paired_differences_regenerate_from_the_reports():
+    """docs/study/tails/paired.json (the write-up's table and delta.png) is what make_figures.py
+    computes from the committed reports and levels.json: every level has sLCT, iLCT and huber at 3
+    seeds, and p1 is at least 10x p0's outer-fence fraction (the issue's heaviest-level bar)."""
+    import json
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(STUDY, 'tails'))
+    try:
+        import make_figures
+    finally:
+        sys.path.pop(0)
+    levels = json.load(open(os.path.join(STUDY, 'tails', 'levels.json')))
+    result = json.loads(json.dumps(make_figures.paired(levels)))   # floats as the file stores them
+    assert result == json.load(open(os.path.join(STUDY, 'tails', 'paired.json')))
+    for level in ('p0', 'p0.5', 'p1'):
+        for key in ('sLCT - iLCT, 2-step', 'sLCT - huber, 2-step', 'sLCT - iLCT, 1-step'):
+            assert result[level]['differences'][key]['seeds'] == [0, 1, 2], (level, key)
+    fences = {x['level']: x['latents']['fraction_beyond_outer_fences'] for x in levels['levels']}
+    assert list(fences) == ['p0', 'p0.5', 'p1', 'p2'] and fences['p1'] >= 10 * fences['p0']
+    assert fences['p1'] > 0.0128      # Student-t(3)'s outer-fence fraction
