@@ -346,14 +346,16 @@ def plan(count: int, seed: int = 0) -> list[tuple[str, str, str]]:
             for i in range(count)]
 
 
-def run_cases(cases, work: str, timeout: float = 240.0, seed: int = 0, log=None) -> list[dict]:
+def run_cases(cases, work: str, timeout: float = 240.0, seed: int = 0, log=None, first: int = 0) -> list[dict]:
+    """Each case in a fresh copy of the seed; case i's mutation draws from rng([seed, first + i]), so
+    a plan resumed at `first` (cases[first:]) runs exactly the cases an uninterrupted run would."""
     root = seed_root()
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
     worker, results = Worker(), []
     escape = '/tmp/lct_escape'
     try:
-        for i, (kind, target, command) in enumerate(cases):
+        for i, (kind, target, command) in enumerate(cases, start=first):
             case = os.path.join(work, f'case_{i}')
             shutil.rmtree(case, ignore_errors=True)   # a case left by an interrupted run
             shutil.copytree(root, case, symlinks=True)
