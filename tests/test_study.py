@@ -509,7 +509,7 @@ def test_the_committed_study_files_plan_runs_whose_configs_build(name, tmp_path)
         pixel = load_study(os.path.join(SPEC_ROOT, 'docs', 'study', 'pixel', 'study_pixel.py'))
         assert study.seeds == pixel.seeds and study.eval_steps == pixel.eval_steps
         assert [v.name for v in study.variants][:len(pixel.variants)] == [v.name for v in pixel.variants]
-        assert [v.name for v in study.variants][len(pixel.variants):] == ['fixed_c', 'meanflow', 'ldm']
+        assert [v.name for v in study.variants][len(pixel.variants):] == ['fixed_c', 'meanflow', 'ldm', 'sct', 'imf']
 
 
 def test_pool_pairs_within_each_report_and_puts_every_replicate_in_one_interval(tmp_path):

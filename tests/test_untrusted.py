@@ -217,7 +217,7 @@ def test_report_on_a_fresh_clone_leaves_the_committed_report_byte_identical(tmp_
         # a work root holding fewer finished runs: the committed report is kept, the new one beside it
         assert main(['report', 'docs/study/latent/study_latent.py', '--workroot', str(tmp_path / 'empty')]) == 0
         out = capsys.readouterr().out
-        assert 'kept the report' in out and 'holds 30 finished run(s) this one lacks' in out and 'iLCT/seed_0' in out
+        assert 'kept the report' in out and 'holds 36 finished run(s) this one lacks' in out and 'iLCT/seed_0' in out
         assert {n: (latent / n).read_bytes() for n in committed} == committed
         assert json.loads((latent / 'results.new.json').read_text())['runs'] == []
         # ... and replaced only when asked
