@@ -9,7 +9,7 @@ it does not (a study's report, a fuzz table), and compared with what the text sa
 Each figure names the file and sentence it is printed in (a pattern with one group per number),
 the command that measures it, and how it is compared: `exact` to the printed digits for the
 deterministic ones (training and evaluation are bit-for-bit repeatable on a machine), `timing`
-within a stated factor for wall times (this machine is shared: the text says the load). It prints
+at most a stated factor slower for wall times (this machine is shared: the text says the load). It prints
 a table of claimed against measured with a verdict per figure, writes benchmarks/figures.json and
 .md, and exits 1 on any drift. tests/test_figures.py (slow) runs the cheap sources and the default
 run. Run it before a change that touches sampling, evaluation or training lands.
@@ -26,7 +26,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING_FACTOR = 2.5   # a wall time on this shared machine: within this factor of the printed one
+TIMING_FACTOR = 2.5   # a wall time on this shared machine: at most this factor of the printed one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +212,10 @@ def verdict(figure: Figure, printed: str, measured) -> tuple[bool, str]:
     if figure.kind == 'timing':
         claimed = _minutes(printed)
         ratio = measured / claimed if claimed else float('inf')
-        return 1 / TIMING_FACTOR <= ratio <= TIMING_FACTOR, f'x{ratio:.2f}'
+        # one-sided: a printed wall time is a measurement at the load the text states, which a quieter
+        # machine beats (the slow test once measured the evaluation at x0.34 of it, idle against load 5);
+        # taking more than TIMING_FACTOR times as long is the drift worth failing on
+        return ratio <= TIMING_FACTOR, f'x{ratio:.2f}'
     if isinstance(measured, int) or not '.' in printed:
         return _number(printed) == round(measured), 'equal' if _number(printed) == round(measured) else 'drift'
     ok = f'{measured:.{_digits(printed)}f}' == f'{_number(printed):.{_digits(printed)}f}'
@@ -261,8 +264,9 @@ def markdown(rows: list[dict], sources: list[str], seconds: float, commit: str, 
              measured: dict | None = None) -> str:
     lines = ['# Published figures, regenerated', '',
              f'`python benchmarks/figures.py --only {",".join(sources)}`, compared at commit {commit} '
-             f'({seconds / 60:.0f} min of measuring). exact: equal to the printed digits; timing: within '
-             f'x{TIMING_FACTOR} of the printed wall time (a shared machine). Each source was measured at:', '',
+             f'({seconds / 60:.0f} min of measuring). exact: equal to the printed digits; timing: '
+             f'no more than x{TIMING_FACTOR} the printed wall time, measured at the load the text states (a shared '
+             'machine: quieter is faster). Each source was measured at:', '',
              '| source | commit | machine load (1, 5, 15 min) | seconds |', '|---|---|---|---|']
     for s in sources:
         m = (measured or {}).get(s, {})
@@ -293,7 +297,8 @@ def main(argv=None) -> int:
     t = time.time()
     earlier = json.load(open(a.from_json)) if a.from_json else {}
     rows, measured = check(sources, a.workroot, earlier.get('measured'))
-    seconds = earlier.get('seconds', 0) + time.time() - t
+    # the time measuring took, summed over the sources (a source read from --from-json kept its own)
+    seconds = sum(measured[x].get('source_seconds', 0) for x in sources if x in measured) or time.time() - t
     commit = head_commit()
     load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
     text = markdown(rows, sources, seconds, commit, load, measured)

@@ -24,9 +24,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
-from ott.geometry import pointcloud
-from ott.solvers import linear
-from ott.tools import unreg
 
 METHODS = ('exact', 'sinkhorn', 'none')
 PLACEMENTS = ('host', 'device')
@@ -43,6 +40,10 @@ def pair_costs(x, z):
 
 def exact_permutation(x, z):
     """perm with z[perm] the optimal (minimum total squared distance) partner of x."""
+    # ott-jax is imported where it is used: it takes ~1.5-2.8 s to import (scipy.stats, lineax,
+    # jaxopt), and every process that builds a config reads this module's METHODS and PLACEMENTS
+    from ott.geometry import pointcloud
+    from ott.tools import unreg
     geom = pointcloud.PointCloud(_flat(x), _flat(z))
     _, out = unreg.hungarian(geom)
     rows, cols = out.paired_indices
@@ -71,6 +72,8 @@ def round_plan_to_permutation(plan):
 
 def sinkhorn_permutation(x, z, epsilon: float = 0.01):
     """Entropic OT on the max-normalised cost, rounded to a permutation."""
+    from ott.geometry import pointcloud   # lazily, as in exact_permutation
+    from ott.solvers import linear
     geom = pointcloud.PointCloud(_flat(x), _flat(z), scale_cost='max_cost', epsilon=epsilon)
     out = linear.solve(geom)
     return round_plan_to_permutation(out.matrix)
