@@ -76,14 +76,21 @@ def run_pipeline(latent_dir: str, blocks: int, read_processes: int, steps: int, 
         startup_s = time.perf_counter() - t_start
         readers = pipeline._reader.pids() if pipeline._reader is not None else []
         cpu0, t0 = cpu_seconds(readers), time.perf_counter()
-        for _ in range(steps):
+        # CPU time advances in clock ticks (10 ms), and a short window can be served entirely from
+        # batches prefetched during the warm-up: keep stepping until the window holds some CPU time
+        # (at most 10x the steps asked for), so examples per CPU-second is never a division by 0
+        done = 0
+        while done < steps or (cpu_seconds(readers) - cpu0 <= 0 and done < 10 * steps):
             jax.block_until_ready(loop.device_batch(next(pipeline), mesh))
+            done += 1
         seconds, cpu = time.perf_counter() - t0, cpu_seconds(readers) - cpu0
     finally:
         pipeline.close()
-    examples = steps * batch
+    if cpu <= 0:
+        raise RuntimeError(f'host pipeline: {done} steps used no measurable CPU time; measure more --steps')
+    examples = done * batch
     return {'device_blocks': blocks, 'per_device_batch': PER_DEVICE_BATCH, 'read_processes': read_processes,
-            'steps': steps, 'seconds_per_step': seconds / steps, 'examples_per_s': examples / seconds,
+            'steps': done, 'seconds_per_step': seconds / done, 'examples_per_s': examples / seconds,
             'cpu_seconds': cpu, 'cores_busy': cpu / seconds, 'examples_per_cpu_second': examples / cpu,
             'startup_seconds': startup_s}
 
