@@ -169,7 +169,7 @@ FIGURES = [
            'ldm_heun', ('fd_heun-10_h10', 'fd_heun-5_h5')),
     Figure('results table: MeanFlow digits', 'README.md', rf'\| MeanFlow digits \(`default.py:meanflow`\) \| 1 / 2 \| – \| '
            rf'FD {FD} / {FD} \|', 'meanflow', ('fd_1-step', 'fd_2-step')),
-    Figure('results table: sCT digits', 'README.md', rf'\| sCT digits \(`default.py:sct`\) \| 1 / 2 \| – \| FD {FD} / {FD} \|',
+    Figure('results table: sCT digits', 'README.md', rf'\| sCT digits \(`default.py:sct`\) \| 1 / 2 \| – \| FD {FD} / {FD}[^|]*\|',
            'sct', ('fd_1-step', 'fd_2-step')),
     Figure('results table: iMF digits', 'README.md', rf'\| iMF digits \(`default.py:imf`\) \| 1 / 2 \| – \| FD {FD} / {FD} \|',
            'imf', ('fd_1-step', 'fd_2-step')),
