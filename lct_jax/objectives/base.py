@@ -21,6 +21,7 @@ import functools
 from typing import Any, ClassVar, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 
 class Batch(NamedTuple):
@@ -76,3 +77,13 @@ def network(model, labels=None):
     """model.apply, with the batch's class labels for a class-conditional model (the network
     drops them to the null class itself, with its 'dropout' rng, for classifier-free guidance)."""
     return model.apply if labels is None else functools.partial(model.apply, labels=labels)
+
+
+class JVPInFloat32:
+    """Mixed into the objectives whose loss takes a JVP (MeanFlow, sCT, iMF): their network runs in
+    float32 whatever model.dtype, since the JVP and the targets are differences of nearly equal
+    quantities (MeanFlow's users' NaN reports came from bf16 JVPs)."""
+
+    def network_apply(self, model):
+        """The apply function the loss runs: the model in float32."""
+        return model.clone(dtype=jnp.float32).apply

@@ -31,7 +31,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from lct_jax.objectives.base import Batch, Objective
+from lct_jax.objectives.base import Batch, JVPInFloat32, Objective
 from lct_jax.objectives.meanflow import (
     TWO_STEP_TIMES,
     check_flow_times,
@@ -101,7 +101,7 @@ def imf_loss(net, x, noise, t, r, *, norm_p=NORM_P, norm_eps=NORM_EPS, guided=No
 
 
 @dataclasses.dataclass(frozen=True)
-class IMFObjective(Objective):
+class IMFObjective(JVPInFloat32, Objective):
     """Hyper-parameters of improved MeanFlow (config.imf); defaults are the authors'."""
     p_mean: float = P_MEAN
     p_std: float = P_STD
@@ -145,9 +145,6 @@ class IMFObjective(Objective):
     @classmethod
     def run_fields(cls, config) -> dict:
         return class_conditioning(config)
-
-    def network_apply(self, model):
-        return model.clone(dtype=jnp.float32).apply
 
     def loss(self, params, model, batch: Batch, key, step):
         del step  # no curriculum

@@ -27,7 +27,7 @@ from typing import Callable, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lct_jax.objectives.base import Batch, Objective
+from lct_jax.objectives.base import Batch, JVPInFloat32, Objective
 
 # The authors' defaults (configs/default.py of Gsunshine/meanflow).
 P_MEAN, P_STD = -0.4, 1.0        # logit-normal (t, r) sampler
@@ -166,7 +166,7 @@ def class_conditioning(config) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class MeanFlowObjective(Objective):
+class MeanFlowObjective(JVPInFloat32, Objective):
     """Hyper-parameters of the MeanFlow objective (config.meanflow); defaults are the authors'
     (guidance off).
 
@@ -214,10 +214,6 @@ class MeanFlowObjective(Objective):
     @classmethod
     def run_fields(cls, config) -> dict:
         return class_conditioning(config)
-
-    def network_apply(self, model):
-        """The apply function the loss runs: the model in float32, whatever model.dtype (the JVP)."""
-        return model.clone(dtype=jnp.float32).apply
 
     def loss(self, params, model, batch: Batch, key, step):
         """(loss, metrics) of one batch; batch.z is its noise e."""

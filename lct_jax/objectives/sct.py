@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from lct_jax.objectives import edm
-from lct_jax.objectives.base import Batch, Objective
+from lct_jax.objectives.base import Batch, JVPInFloat32, Objective
 
 P_MEAN, P_STD = -1.0, 1.4
 TIME_SCALE = 1000.0
@@ -96,7 +96,7 @@ def tangent_warmup(step, warmup_steps: int):
 # --- 5. the objective -------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class SCT(Objective):
+class SCT(JVPInFloat32, Objective):
     """Hyper-parameters of sCT (config.sct); defaults are sCM's / FastGen's."""
     p_mean: float = P_MEAN
     p_std: float = P_STD
@@ -141,10 +141,6 @@ class SCT(Objective):
 
     def noise_labels(self, t):
         return self.time_scale * t
-
-    def network_apply(self, model):
-        """The apply function the loss runs: the model in float32, whatever model.dtype (the JVP)."""
-        return model.clone(dtype=jnp.float32).apply
 
     def loss(self, params, model, batch: Batch, key, step):
         return sct_loss(params, self.network_apply(model), batch.x, batch.z, key, step, self, labels=batch.labels)
