@@ -64,7 +64,7 @@ def get_config():
         prior_weighting=True,          # 1 / (sigma_data tan t)
         jvp='autodiff',                # | finite_difference (attention kernels without a JVP rule)
         finite_difference_eps=1e-3,
-        time_scale=1000.0,             # c_noise(t) = time_scale * t
+        time_scale=1.0,                # c_noise(t) = time_scale * t: sCM's identity (1000 trains to noise)
         two_step_t=1.1,                # the 2-step sampler's intermediate time
     ))
     c.imf = ml_collections.ConfigDict(dict(      # objective='imf' only (objectives/imf.py); the authors' defaults
