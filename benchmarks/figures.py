@@ -121,8 +121,9 @@ def committed(_workroot) -> dict:
         out['hostile_fuzz_inputs'] = len(hostile['cases'])
     latent = json.load(open(os.path.join(ROOT, 'docs', 'study', 'latent', 'results.json')))
     for s in latent['summary']:
-        if s['step'] == 2500 and s['sampler'] == '2-step' and s['variant'] in ('sLCT', 'iLCT', 'meanflow', 'sct', 'imf'):
-            out[f'latent_{s["variant"]}_2step_mean'] = s['mean']
+        if s['step'] == 2500 and s['sampler'] in ('1-step', '2-step') and \
+                s['variant'] in ('sLCT', 'iLCT', 'meanflow', 'sct', 'imf'):
+            out[f'latent_{s["variant"]}_{s["sampler"].replace("-", "")}_mean'] = s['mean']
     return out
 
 
@@ -196,6 +197,12 @@ FIGURES = [
            'tests', ('tests_collected', 'tests_slow')),
     Figure('latent study: sLCT / iLCT 2-step FD', 'README.md', r'latent digits, 3 seeds: 2-step FD ([\d.]+) \(sLCT\) '
            r'against ([\d.]+) \(iLCT\)', 'committed', ('latent_sLCT_2step_mean', 'latent_iLCT_2step_mean')),
+    Figure('latent study: sCT 1 / 2-step FD', 'README.md', r'sCT ahead of both \(([\d.]+) at 1 step, ([\d.]+) at 2\)',
+           'committed', ('latent_sct_1step_mean', 'latent_sct_2step_mean')),
+    Figure('docs: latent study, sCT 1 / 2-step FD', 'docs/sct_imf.md', r'\| sCT \| 1-step \| \*\*([\d.]+) ± [\d.]+\*\* .*?'
+           r'\| sCT \| 2-step \| \*\*([\d.]+) ±', 'committed', ('latent_sct_1step_mean', 'latent_sct_2step_mean')),
+    Figure('docs: sCT digits FD and recall', 'docs/sct_imf.md', rf'default\.py:sct` \| [^|]+ \| {FD} / {FD} \| '
+           rf'{FD} / {FD} \|', 'sct', ('fd_1-step', 'fd_2-step', 'recall_1-step', 'recall_2-step')),
 ]
 
 
