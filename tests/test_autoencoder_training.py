@@ -62,8 +62,8 @@ def test_export_is_read_back_exactly_by_the_kl_codec(tmp_path):
 @pytest.mark.slow
 def test_latent_pipeline_trains_resumes_encodes_and_analyzes(tmp_path, capsys):
     from lct_jax.data.latents import LatentDataset
-    from lct_jax.evaluation.analysis import analyze_dataset
     from lct_jax.modes import encode as encode_mode
+    from lct_jax.modes.analyze import analyze_dataset
     wd = str(tmp_path)
     c = tiny_config(wd)
     first = aet.train_autoencoder(c, wd)
@@ -79,8 +79,9 @@ def test_latent_pipeline_trains_resumes_encodes_and_analyzes(tmp_path, capsys):
     encode_mode.encode(c, wd)                            # through the ordinary 'kl' codec, from the export
     ds = LatentDataset(c.data.latent_dir)
     assert len(ds) == 1797 and tuple(ds.manifest['shape']) == (8, 8, 4)
-    summary = analyze_dataset(c, wd)
-    assert set(summary) == {'latents', 'pixels'} and summary['latents']['count'] == 1797 * 256
+    summary = analyze_dataset(c, wd)['summary']
+    assert set(summary) == {'latents', 'pixels', 'tail_power', 'temporal_differences'}
+    assert summary['latents']['count'] == 1797 * 256 and summary['temporal_differences']['count'] == 512 * 256
 
 
 def test_digits_latent_variants():

@@ -1,7 +1,9 @@
 """The package's layout: the layering contract, no import circles, one interface for every
 objective, a new objective in one file, sampler/objective mismatches refused up front, and a
 training loop that makes no implicit host transfer between log steps (docs/layout.md)."""
+import ast
 import dataclasses
+import importlib
 import os
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from lct_jax.objectives.base import Batch, Objective, network
 from tests import import_graph
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PKG = 'lct_jax'
 
 
 def test_lint_imports_keeps_the_layers_contract():
@@ -39,6 +42,45 @@ def test_imports_inside_functions_only_in_the_entry_point():
     mode, so `--help` and `--mode=variants` answer without importing JAX (0.4 s instead of ~5 s)."""
     inside = [(e.source, e.line, e.text) for e in import_graph.imports() if e.in_function]
     assert inside and {source for source, _, _ in inside} == {'lct_jax.main'}, inside
+
+
+def _package_imports_outside_the_package():
+    """(file, line, module, name or None) of every absolute import of lct_jax in the repository's
+    Python files outside the package (tests, benchmarks, configs, launchers, study scripts)."""
+    found = []
+    for top in ('tests', 'benchmarks', 'configs', 'docs', 'launch'):
+        for dirpath, _, filenames in os.walk(os.path.join(ROOT, top)):
+            for name in sorted(f for f in filenames if f.endswith('.py')):
+                path = os.path.join(dirpath, name)
+                with open(path) as f:
+                    tree = ast.parse(f.read(), path)
+                rel = os.path.relpath(path, ROOT)
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.ImportFrom) and not node.level and (node.module or '').startswith(PKG):
+                        found += [(rel, node.lineno, node.module, a.name) for a in node.names]
+                    elif isinstance(node, ast.Import):
+                        found += [(rel, node.lineno, a.name, None) for a in node.names if a.name.startswith(PKG)]
+    return found
+
+
+def test_every_import_of_the_package_from_outside_it_resolves():
+    """Slow tests, benchmarks and study scripts import the package too, and the default run does
+    not execute them: a module or name that moves must not leave one of them broken, as the layout
+    change left `tests/test_autoencoder_training.py` (slow) and `benchmarks/sections/ot_solvers.py`."""
+    imports = _package_imports_outside_the_package()
+    broken = []
+    for rel, line, module, name in imports:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            broken.append(f'{rel}:{line}: {module} ({e})')
+            continue
+        if name is not None and not hasattr(mod, name):
+            try:
+                importlib.import_module(f'{module}.{name}')
+            except ImportError:
+                broken.append(f'{rel}:{line}: {module} has no {name!r}')
+    assert len(imports) > 300 and not broken, broken   # > 300: the walk found the real files
 
 
 def test_every_objective_is_registered_and_declares_its_interface():

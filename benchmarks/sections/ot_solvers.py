@@ -14,7 +14,8 @@ from common import (
     timeit,
 )
 
-from lct_jax.data import coupling, hlo
+from lct_jax import hlo
+from lct_jax.data import coupling
 from lct_jax.train import loop
 
 

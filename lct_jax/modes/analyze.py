@@ -51,8 +51,10 @@ def temporal_differences(config, workdir: str, latents: np.ndarray) -> tuple[np.
     if path is not None:
         params, source = load_numpy(path)['params'], f'checkpoint {step} (raw weights)'
     else:
+        # jitted, as training makes its step-0 state (train/loop.py): the same weights, and one
+        # compiled program instead of one per layer (eagerly, 11 s of compiling on a CPU)
         shape = (1, *latents.shape[1:])
-        params = model.init(jax.random.key(config.seed), jnp.zeros(shape), jnp.zeros((1,)))['params']
+        params = jax.jit(model.init)(jax.random.key(config.seed), jnp.zeros(shape), jnp.zeros((1,)))['params']
         # the first step of the N = 21 stage, for the schedule; the weights are the untrained ones
         step = next(s for s in range(config.total_steps + 1) if int(objective.num_scales(s)) == TD_SCALES)
         source = 'the untrained network (no checkpoint of this run trains at N = 21)'
