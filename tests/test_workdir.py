@@ -266,6 +266,21 @@ def test_tensorboard_purges_the_steps_after_the_resumed_one(tmp_path):
     assert logged_steps(str(tmp_path)) == [5, 10, 15]
 
 
+def test_the_metric_writer_does_not_import_torch_and_its_events_read_back(tmp_path):
+    """tensorboardX imports PyTorch where it is installed (1.4 s per training process, for type
+    hints); the writer hides it while tensorboardX imports, and what it writes reads back."""
+    pytest.importorskip('torch')
+    code = ('import sys; from lct_jax.train.metric_writer import MetricWriter\n'
+            f'w = MetricWriter({str(tmp_path)!r}, enabled=True)\n'
+            'w.scalars(3, {"loss": 0.5}); w.close()\n'
+            'assert "torch" not in sys.modules, "torch imported"\n'
+            'import torch; print(torch.__name__)')       # and torch still imports afterwards
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == 'torch', out.stderr[-2000:]
+    assert tensorboard_scalars(str(tmp_path / 'tensorboard')) == [(3, 0.5)]
+
+
 def test_shape_mismatches_name_the_keys_and_shapes():
     text = checkpoints.shape_mismatches({'params/conv/bias': (32,), 'params/old': (1,)},
                                         {'params/conv/bias': (48,), 'params/new': (2,)})

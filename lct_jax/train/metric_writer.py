@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import jax
 import numpy as np
@@ -65,6 +66,21 @@ def truncate_history(workdir: str, last_kept_step: int, name: str = METRICS, dro
     return len(dropped)
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch. Where torch is installed,
+    tensorboardX imports it only to name torch.Tensor in its type hints: 1.4 s and some hundreds
+    of MB in every training process, for a writer given floats. Hiding torch while tensorboardX
+    imports (its `import torch` is in a try) skips that; a process that has torch already keeps it."""
+    if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
+        sys.modules['torch'] = None   # `import torch` raises ImportError while this is set
+        try:
+            import tensorboardX  # noqa: F401  (imported here for the side effect above)
+        finally:
+            del sys.modules['torch']
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+
+
 class MetricWriter:
     def __init__(self, workdir: str, enabled: bool | None = None, start_step: int | None = None):
         """start_step: the step this run starts from; history after it is dropped (see above)."""
@@ -72,7 +88,7 @@ class MetricWriter:
         self._tb = None
         self._jsonl = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
+            SummaryWriter = _summary_writer_class()
             os.makedirs(workdir, exist_ok=True)
             purge_step = None
             if start_step is not None:
