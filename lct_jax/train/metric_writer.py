@@ -71,13 +71,14 @@ def _summary_writer_class():
     tensorboardX imports it only to name torch.Tensor in its type hints: 1.4 s and some hundreds
     of MB in every training process, for a writer given floats. Hiding torch while tensorboardX
     imports (its `import torch` is in a try) skips that; a process that has torch already keeps it."""
-    if 'tensorboardX' not in sys.modules and 'torch' not in sys.modules:
+    hide = 'torch' not in sys.modules
+    if hide:
         sys.modules['torch'] = None   # `import torch` raises ImportError while this is set
-        try:
-            import tensorboardX  # noqa: F401  (imported here for the side effect above)
-        finally:
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
             del sys.modules['torch']
-    from tensorboardX import SummaryWriter
     return SummaryWriter
 
 
